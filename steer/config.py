@@ -1,0 +1,320 @@
+"""The one typed schema of an experiment: load a YAML file, apply `--set` overrides, validate.
+
+Every problem becomes a `ConfigError` whose message is one line naming the file, the key path,
+what was given and what was expected. Checks that need the model (layer range, known emotions)
+use only cheap metadata: no weights are loaded here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from steer.model import EMBEDDED, known_layer_count
+
+
+class ConfigError(ValueError):
+    def __init__(self, source: str, path: str, given: Any, expected: str):
+        self.source, self.path, self.given, self.expected = source, path, given, expected
+        shown = "nothing" if given is _MISSING else repr(given)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{source}: {path or '<top level>'}: got {shown}, expected {expected}")
+
+
+_MISSING = object()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class ModelSpec(_Strict):
+    name: str = EMBEDDED
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class VectorSpec(_Strict):
+    corpus: str = "builtin"
+    neutral: str | None = None
+    token_offset: int = Field(4, ge=0, le=512)
+    denoise_variance: float = Field(0.5, ge=0.0, lt=1.0)
+
+
+class SteeringSpec(_Strict):
+    vectors: list[str] = Field(min_length=1)
+    layers: list[int] = Field(min_length=1)
+    scales: list[float] = Field(min_length=1)
+    positions: Literal["all", "prompt", "generated"] = "all"
+    random_controls: int = Field(1, ge=0, le=64)  # each draws a new direction per seed
+
+    @field_validator("layers")
+    @classmethod
+    def _non_negative(cls, v: list[int]) -> list[int]:
+        for x in v:
+            if x < 0:
+                raise ValueError("layers >= 0")
+        return v
+
+    @field_validator("scales")
+    @classmethod
+    def _finite(cls, v: list[float]) -> list[float]:
+        for x in v:
+            if not -10 <= x <= 10:
+                raise ValueError("scales between -10 and 10 (fractions of the residual norm)")
+        return v
+
+
+class GenerationSpec(_Strict):
+    max_new_tokens: int = Field(48, ge=1, le=4096)
+    temperature: float = Field(0.7, ge=0.0, le=5.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    batch_size: int = Field(32, ge=1, le=4096)
+    system_prompt: str | None = None
+
+
+class TaskSpec(_Strict):
+    name: str = Field(min_length=1)
+    type: Literal["generate"] = "generate"
+    prompts: list[str] = Field(default_factory=list)
+    prompts_file: str | None = None
+
+
+class ReadoutSpec(_Strict):
+    layer: int | None = Field(None, ge=0)
+    emotions: list[str] | None = None
+
+
+MetricName = Literal["readout", "sentiment", "perplexity", "repetition"]
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    vectors: VectorSpec = Field(default_factory=VectorSpec)
+    steering: SteeringSpec
+    tasks: list[TaskSpec] = Field(min_length=1)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    metrics: list[MetricName] = Field(
+        default_factory=lambda: ["readout", "sentiment", "perplexity", "repetition"])
+    readout: ReadoutSpec = Field(default_factory=ReadoutSpec)
+    output_dir: str = "runs"
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def _path_str(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _lookup(data: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return data
+
+
+def _expected(err: dict, model_cls: type[BaseModel], loc: tuple) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _field_names(model_cls, loc[:-1])
+        return f"a known key ({', '.join(parent)})" if parent else "no such key"
+    if kind == "missing":
+        return "a value (this key is required)"
+    msg = err["msg"]
+    for prefix in ("Input should be ", "Value error, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return msg
+
+
+def _field_names(model_cls: type[BaseModel], loc: tuple) -> list[str]:
+    cls: Any = model_cls
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        cls = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)),
+                   None)
+        if cls is None:
+            return []
+    return sorted(getattr(cls, "model_fields", {}))
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    if "=" not in text:
+        raise ConfigError("--set", text, text, "key.path=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError("--set", key, text, "a dotted key path such as steering.scales")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    path: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
+    return path, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> list[tuple[str, Any]]:
+    """Apply `key.path=value` overrides in place; returns (key, value) pairs for echoing."""
+    applied = []
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            nxt = path[i + 1]
+            if isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            elif isinstance(node, dict):
+                if not isinstance(node.get(part), (dict, list)):
+                    node[part] = [] if isinstance(nxt, int) else {}
+                node = node[part]
+            else:
+                raise ConfigError("--set", ".".join(map(str, path)), text, "an existing path")
+        last = path[-1]
+        if isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError("--set", ".".join(map(str, path)), text, "an existing path")
+        applied.append((".".join(map(str, path)), value))
+    return applied
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    src = str(path)
+    if not p.is_file():
+        raise ConfigError(src, "", _MISSING, "an existing YAML file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise ConfigError(src, where, "invalid YAML", "well-formed YAML") from None
+    except UnicodeDecodeError:
+        raise ConfigError(src, "", "binary data", "a UTF-8 text file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(src, "", type(data).__name__, "a mapping of keys at the top level")
+    return data
+
+
+def validate(data: dict, source: str = "<config>") -> ExperimentConfig:
+    try:
+        cfg = ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        given = _lookup(data, loc)
+        if err["type"] == "extra_forbidden":
+            given = loc[-1] if loc else _MISSING
+        raise ConfigError(source, _path_str(loc), given, _expected(err, ExperimentConfig, loc)
+                          ) from None
+    check_against_resources(cfg, source)
+    return cfg
+
+
+def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
+    """Checks that need files or model metadata (never weights)."""
+    from steer.steering import SteeringError, parse_expression
+    from steer.vectors.corpus import BUILTIN, CorpusError, load_corpus
+
+    base = Path(source).parent if Path(source).is_file() else Path(".")
+    n_layers = known_layer_count(cfg.model.name)
+    if n_layers is None and not (cfg.model.name.endswith(".gguf") or "/" in cfg.model.name):
+        if not Path(cfg.model.name).exists():
+            raise ConfigError(source, "model.name", cfg.model.name,
+                              f"'{EMBEDDED}', 'tiny-random', a .gguf path, a local model folder "
+                              "or a Hugging Face id (org/name)")
+    if cfg.model.name.endswith(".gguf") and not Path(cfg.model.name).exists():
+        raise ConfigError(source, "model.name", cfg.model.name, "an existing .gguf file")
+    if n_layers is not None:
+        for i, layer in enumerate(cfg.steering.layers):
+            if layer >= n_layers:
+                raise ConfigError(source, f"steering.layers[{i}]", layer,
+                                  f"a layer in 0..{n_layers - 1} ({cfg.model.name} has {n_layers})")
+        if cfg.readout.layer is not None and cfg.readout.layer >= n_layers:
+            raise ConfigError(source, "readout.layer", cfg.readout.layer,
+                              f"a layer in 0..{n_layers - 1} ({cfg.model.name} has {n_layers})")
+    for key in ("corpus", "neutral"):
+        value = getattr(cfg.vectors, key)
+        if value is not None and value != BUILTIN and not Path(value).is_file():
+            raise ConfigError(source, f"vectors.{key}", value,
+                              f"'{BUILTIN}' or an existing JSONL file")
+    try:
+        corpus = load_corpus(cfg.vectors.corpus, cfg.vectors.neutral)
+    except CorpusError as e:
+        raise ConfigError(source, "vectors.corpus", cfg.vectors.corpus, f"a valid corpus ({e})"
+                          ) from None
+    known = set(corpus.emotions)
+    from steer.vectors.catalog import canonical
+
+    for i, expr in enumerate(cfg.steering.vectors):
+        try:
+            terms = parse_expression(expr)
+        except SteeringError as e:
+            raise ConfigError(source, f"steering.vectors[{i}]", expr, str(e)) from None
+        for _, name in terms:
+            if canonical(name) not in known:
+                raise ConfigError(source, f"steering.vectors[{i}]", expr,
+                                  f"emotions with vectors ({', '.join(sorted(known))})")
+    for i, name in enumerate(cfg.readout.emotions or []):
+        if canonical(name) not in known:
+            raise ConfigError(source, f"readout.emotions[{i}]", name,
+                              f"an emotion with a vector ({', '.join(sorted(known))})")
+    for i, task in enumerate(cfg.tasks):
+        if task.prompts_file is not None:
+            p = Path(task.prompts_file)
+            if not p.is_absolute() and not p.exists():
+                p = base / p
+            if not p.is_file():
+                raise ConfigError(source, f"tasks[{i}].prompts_file", task.prompts_file,
+                                  "an existing file of prompts (one per line)")
+        elif not task.prompts:
+            raise ConfigError(source, f"tasks[{i}].prompts", task.prompts,
+                              "at least one prompt (or a prompts_file)")
+    names = [t.name for t in cfg.tasks]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            raise ConfigError(source, f"tasks[{i}].name", n, "a task name used once")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None
+                ) -> tuple[ExperimentConfig, list[tuple[str, Any]]]:
+    data = read_yaml(path)
+    applied = apply_overrides(data, overrides or [])
+    return validate(data, str(path)), applied
+
+
+def task_prompts(task: TaskSpec, source: str | Path | None = None) -> list[str]:
+    prompts = list(task.prompts)
+    if task.prompts_file:
+        p = Path(task.prompts_file)
+        if not p.exists() and source is not None:
+            p = Path(source).parent / p
+        prompts += [x.strip() for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return prompts
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,1 @@
+"""Metrics computed on every sample, and the statistics over them."""

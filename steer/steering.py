@@ -1,0 +1,191 @@
+"""Interventions on the residual stream: the only module that registers hooks.
+
+An `Intervention` adds `scale * median_norm[layer] * unit(direction)` to the residual stream after
+block `layer` (the paper's convention: scale is a fraction of the layer's median per-token norm).
+The direction is an expression over emotion vectors (`desperate`, `desperate - calm`,
+`0.5*happy + calm`) or `random-K`, a seeded random direction used as a control.
+
+Rows of one batch may carry different interventions (or none), so one forward pass serves many
+conditions: `steer_rows` builds a per-row delta for each layer and registers one hook per layer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+POSITIONS = ("all", "prompt", "generated")
+_RANDOM = re.compile(r"^random-(\d+)$")
+_TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([A-Za-z][\w\- ]*?)\s*$")
+
+
+class SteeringError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Intervention:
+    vector: str
+    layer: int
+    scale: float
+    positions: str = "all"
+
+    def __post_init__(self):
+        if self.positions not in POSITIONS:
+            raise SteeringError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+
+
+def parse_expression(expr: str) -> list[tuple[float, str]]:
+    """`"desperate - 0.5*calm"` -> `[(1.0, "desperate"), (-0.5, "calm")]`.
+
+    Names may contain spaces and hyphens (`at ease`, `grief-stricken`), so a minus sign counts as
+    an operator only with whitespace around it or at the start."""
+    expr = expr.strip()
+    if not expr:
+        raise SteeringError("empty vector expression")
+    parts = re.split(r"(?:^|\s+)([+-])\s+", " " + expr if expr[0] in "+-" else expr)
+    terms: list[tuple[float, str]] = []
+    sign = 1.0
+    for part in parts:
+        if part in ("+", "-"):
+            sign = -1.0 if part == "-" else 1.0
+            continue
+        if not part.strip():
+            continue
+        m = _TERM.match(part)
+        if not m:
+            raise SteeringError(f"cannot parse vector term {part!r} in {expr!r}")
+        coef = float(m.group(1)) if m.group(1) else 1.0
+        terms.append((sign * coef, m.group(2).strip()))
+        sign = 1.0
+    if not terms:
+        raise SteeringError(f"no vector named in {expr!r}")
+    return terms
+
+
+def random_direction(seed: int, d_model: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1_000_003 + seed)
+    v = torch.randn(d_model, generator=g, dtype=torch.float32)
+    return v / v.norm()
+
+
+def direction(expr: str, vectors, layer: int, d_model: int) -> torch.Tensor:
+    """Unit-length float32 direction for an expression at `layer`."""
+    m = _RANDOM.match(expr.strip())
+    if m:
+        return random_direction(int(m.group(1)), d_model)
+    total = torch.zeros(d_model, dtype=torch.float32)
+    for coef, name in parse_expression(expr):
+        if vectors is None:
+            raise SteeringError(f"vector {name!r} needs emotion vectors, and none are loaded")
+        v = vectors.get(name, layer).float()
+        total += coef * v / v.norm()
+    n = total.norm()
+    if n == 0:
+        raise SteeringError(f"vector expression {expr!r} sums to zero")
+    return total / n
+
+
+def delta(iv: Intervention, vectors, norms: torch.Tensor, d_model: int) -> torch.Tensor:
+    """What the intervention adds to every steered position: scale x norm x unit vector."""
+    return direction(iv.vector, vectors, iv.layer, d_model) * float(iv.scale * norms[iv.layer])
+
+
+class RowSteering:
+    """Per-row additive deltas for one batch; `phase` says which part of the text is passing.
+
+    Phases: "prompt" (a whole prompt in one pass), or, in generation, "prefix" (the prompt but
+    its last token), "last" (the last prompt token, whose output is the first new token) and
+    "generated" (one new token per step). positions "prompt" steers every prompt token,
+    "generated" steers from the last prompt token on, "all" both.
+    """
+
+    def __init__(self, rows: Sequence[Sequence[Intervention]], vectors, norms: torch.Tensor,
+                 d_model: int, device, dtype):
+        self.phase = "prompt"
+        self.batch = len(rows)
+        cache: dict[Intervention, torch.Tensor] = {}
+        deltas: dict[int, torch.Tensor] = {}
+        modes: dict[int, torch.Tensor] = {}
+        for r, ivs in enumerate(rows):
+            for iv in ivs:
+                if iv.scale == 0:
+                    continue
+                if iv not in cache:
+                    cache[iv] = delta(iv, vectors, norms, d_model)
+                if iv.layer not in deltas:
+                    deltas[iv.layer] = torch.zeros(self.batch, d_model)
+                    modes[iv.layer] = torch.zeros(self.batch, dtype=torch.long)
+                deltas[iv.layer][r] += cache[iv]
+                modes[iv.layer][r] = POSITIONS.index(iv.positions)
+        self.deltas = {k: v.to(device=device, dtype=dtype) for k, v in deltas.items()}
+        self.modes = {k: v.to(device) for k, v in modes.items()}
+
+    def _mask(self, layer: int, seq_len: int, device) -> torch.Tensor:
+        mode = self.modes[layer][:, None]  # [B, 1]: 0 all, 1 prompt, 2 generated
+        if self.phase == "prompt":
+            last = torch.zeros(1, seq_len, dtype=torch.bool, device=device)
+            last[0, -1] = True
+            return (mode != 2) | last
+        if self.phase == "prefix":
+            on = mode != 2
+        elif self.phase == "last":
+            on = torch.ones_like(mode, dtype=torch.bool)
+        elif self.phase == "generated":
+            on = mode != 1
+        else:
+            raise SteeringError(f"unknown phase {self.phase!r}")
+        return on.expand(-1, seq_len)
+
+    def hook_fn(self, layer: int):
+        d = self.deltas[layer]
+
+        def fn(x: torch.Tensor, hook=None) -> torch.Tensor:
+            if x.shape[0] != d.shape[0]:
+                raise SteeringError(
+                    f"steering prepared for {d.shape[0]} rows, batch has {x.shape[0]}")
+            on = self._mask(layer, x.shape[1], x.device)
+            return torch.where(on[:, :, None], x + d[:, None, :].to(x.dtype), x)
+
+        return fn
+
+
+@contextmanager
+def steer_rows(model, rows: Sequence[Sequence[Intervention]], vectors) -> Iterator[RowSteering]:
+    """Register per-row steering hooks on `model`; they are removed on exit, even on error."""
+    rs = RowSteering(rows, vectors, model.resid_norms(), model.d_model, model.device, model.dtype)
+    hooks = [(model.resid_hook(layer), rs.hook_fn(layer)) for layer in sorted(rs.deltas)]
+    for layer in rs.deltas:
+        if not 0 <= layer < model.n_layers:
+            raise SteeringError(f"layer {layer} is outside 0..{model.n_layers - 1}")
+    with model.bridge.hooks(fwd_hooks=hooks):
+        yield rs
+
+
+@contextmanager
+def steer(model, interventions: Sequence[Intervention], vectors, batch: int = 1):
+    """Apply the same interventions to every row of a batch of `batch` rows."""
+    with steer_rows(model, [list(interventions)] * batch, vectors) as rs:
+        yield rs
+
+
+@contextmanager
+def capture(model, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """Record the residual stream after each of `layers` on the next forward passes.
+
+    Yields a dict that fills with `{layer: activations}` (the latest pass overwrites)."""
+    store: dict[int, torch.Tensor] = {}
+
+    def make(layer: int):
+        def fn(x: torch.Tensor, hook=None):
+            store[layer] = x.detach()
+            return x
+
+        return fn
+
+    with model.bridge.hooks(fwd_hooks=[(model.resid_hook(L), make(L)) for L in layers]):
+        yield store

@@ -1,0 +1,1 @@
+"""Emotion vectors: the catalog, the story corpus, extraction and storage."""

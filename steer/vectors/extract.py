@@ -1,0 +1,89 @@
+"""The paper's method: mean residual activations per emotion, minus the mean over emotions,
+with the top principal components of neutral text projected out.
+
+Every layer is computed in one pass over the corpus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from steer.vectors.norms import OUTLIER_FACTOR
+
+
+def _keep_mask(mask: torch.Tensor, offset: int) -> torch.Tensor:
+    """Real tokens at least `offset` tokens after the first (position 0 never counts).
+
+    Texts shorter than the offset fall back to all their tokens after the first."""
+    real = mask.bool()
+    rel = real.long().cumsum(dim=1) - 1  # index among real tokens
+    keep = real & (rel >= max(offset, 1))
+    short = keep.sum(dim=1) == 0
+    keep[short] = (real & (rel >= 1))[short]
+    return keep
+
+
+def masked_means(acts: dict[int, torch.Tensor], keep: torch.Tensor, norms: torch.Tensor,
+                 n_layers: int) -> torch.Tensor:
+    """Mean activation per row and layer over kept, non-outlier tokens -> [B, L, d] float32."""
+    out = []
+    for layer in range(n_layers):
+        a = acts[layer].float()
+        k = keep & (a.norm(dim=-1) <= OUTLIER_FACTOR * float(norms[layer]))
+        empty = k.sum(dim=1) == 0
+        k[empty] = keep[empty]  # never fall back to the sink token, but never divide by zero
+        w = k.float()[:, :, None]
+        out.append((a * w).sum(1) / w.sum(1).clamp(min=1.0))
+    return torch.stack(out, dim=1).cpu()
+
+
+def text_means(model, texts: list[str], offset: int = 4, batch_size: int = 16,
+               progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """[N, n_layers, d_model] mean residual activation of each text at every layer."""
+    from steer.steering import capture
+
+    norms = model.resid_norms()
+    layers = list(range(model.n_layers))
+    # Sort by length so batches carry little padding; results go back in input order.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    result = torch.zeros(len(texts), model.n_layers, model.d_model)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        ids, mask = model.encode([texts[i] for i in idx])
+        with torch.no_grad(), capture(model, layers) as acts:
+            model.bridge(ids, attention_mask=mask)
+        result[idx] = masked_means(acts, _keep_mask(mask, offset), norms, model.n_layers)
+        if progress:
+            progress(len(idx))
+    return result
+
+
+def neutral_components(neutral: torch.Tensor, variance: float) -> list[torch.Tensor]:
+    """Per layer, the top principal directions of neutral text explaining `variance` of it."""
+    comps = []
+    for layer in range(neutral.shape[1]):
+        x = neutral[:, layer].double()
+        x = x - x.mean(0, keepdim=True)
+        _, s, vh = torch.linalg.svd(x, full_matrices=False)
+        share = (s**2).cumsum(0) / (s**2).sum()
+        k = int((share < variance).sum()) + 1
+        comps.append(vh[:k].float())
+    return comps
+
+
+def difference_of_means(story_means: torch.Tensor, labels: list[str], emotions: list[str],
+                        neutral: torch.Tensor | None = None, variance: float = 0.5):
+    """Per-emotion mean minus the mean over emotions, optionally denoised. -> ([E, L, d], ks)."""
+    per_emotion = torch.stack(
+        [story_means[[i for i, lab in enumerate(labels) if lab == e]].mean(0) for e in emotions]
+    )
+    vecs = per_emotion - per_emotion.mean(0, keepdim=True)
+    ks: list[int] = []
+    if neutral is not None and len(neutral) > 1 and variance > 0:
+        for layer, p in enumerate(neutral_components(neutral, variance)):
+            v = vecs[:, layer]
+            vecs[:, layer] = v - (v @ p.T) @ p
+            ks.append(int(p.shape[0]))
+    return vecs, ks

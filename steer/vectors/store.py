@@ -1,0 +1,121 @@
+"""EmotionVectors: a [emotion, layer, d_model] tensor with metadata, stored as safetensors + JSON.
+
+Built vectors are cached under $STEER_CACHE/vectors/<key>/ where the key hashes the model
+fingerprint, dtype, corpus hash and method settings, so a change to any of them rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from steer.model import cache_dir
+from steer.vectors.catalog import canonical
+
+FORMAT_VERSION = 1
+
+
+class VectorError(KeyError):
+    def __str__(self):
+        return str(self.args[0])
+
+
+@dataclass
+class EmotionVectors:
+    names: list[str]
+    vectors: torch.Tensor  # [E, L, d] float32, not normalized
+    meta: dict = field(default_factory=dict)
+
+    def __contains__(self, name: str) -> bool:
+        return canonical(name) in self.names
+
+    def index(self, name: str) -> int:
+        key = canonical(name)
+        if key not in self.names:
+            raise VectorError(f"no vector for emotion {name!r}; have: {', '.join(self.names)}")
+        return self.names.index(key)
+
+    def get(self, name: str, layer: int) -> torch.Tensor:
+        return self.vectors[self.index(name), layer]
+
+    def units(self, layer: int, names: list[str] | None = None) -> torch.Tensor:
+        """[E, d] unit vectors at `layer` (all emotions, or `names` in that order)."""
+        idx = [self.index(n) for n in names] if names else list(range(len(self.names)))
+        v = self.vectors[idx, layer]
+        return v / v.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pid = os.getpid()
+        tmp_t, tmp_j = folder / f"vectors.{pid}.tmp", folder / f"vectors.json.{pid}.tmp"
+        save_file({"vectors": self.vectors.contiguous()}, str(tmp_t),
+                  metadata={"format": str(FORMAT_VERSION)})
+        tmp_j.write_text(json.dumps({"names": self.names, **self.meta}, indent=2))
+        os.replace(tmp_t, folder / "vectors.safetensors")
+        os.replace(tmp_j, folder / "vectors.json")  # written last: its presence marks completion
+
+    @classmethod
+    def load(cls, folder: Path) -> EmotionVectors:
+        folder = Path(folder)
+        meta = json.loads((folder / "vectors.json").read_text())
+        names = meta.pop("names")
+        vecs = load_file(str(folder / "vectors.safetensors"))["vectors"]
+        if vecs.shape[0] != len(names):
+            raise VectorError(f"{folder}: {vecs.shape[0]} vectors but {len(names)} names")
+        return cls(names, vecs.float(), meta)
+
+
+def cache_key(model, corpus_hash: str, settings: dict) -> str:
+    blob = json.dumps({"model": model.fingerprint, "dtype": str(model.dtype),
+                       "corpus": corpus_hash, "settings": settings, "v": FORMAT_VERSION},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_or_load(model, corpus, token_offset: int = 4, denoise_variance: float = 0.5,
+                  batch_size: int = 16, progress: Callable[[int, int], None] | None = None,
+                  rebuild: bool = False) -> EmotionVectors:
+    """Vectors for every emotion in `corpus` at every layer of `model`, from cache when possible.
+
+    `progress(done, total)` is called as texts are read."""
+    from steer.vectors.extract import difference_of_means, text_means
+
+    settings = {"method": "mean_diff", "token_offset": token_offset,
+                "denoise_variance": denoise_variance}
+    folder = cache_dir() / "vectors" / cache_key(model, corpus.hash(), settings)
+    if not rebuild and (folder / "vectors.json").exists():
+        return EmotionVectors.load(folder)
+    t0 = time.perf_counter()
+    stories = [s.text for s in corpus.stories]
+    neutral = corpus.neutral if denoise_variance > 0 else []
+    total, done = len(stories) + len(neutral), 0
+
+    def tick(n: int):
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
+    story_means = text_means(model, stories, token_offset, batch_size, tick)
+    neutral_means = text_means(model, neutral, token_offset, batch_size, tick) if neutral else None
+    emotions = corpus.emotions
+    vecs, ks = difference_of_means(story_means, [s.emotion for s in corpus.stories], emotions,
+                                   neutral_means, denoise_variance)
+    meta = {"model": model.name, "model_fingerprint": model.fingerprint,
+            "dtype": str(model.dtype).replace("torch.", ""), "corpus": corpus.source,
+            "corpus_hash": corpus.hash(), "n_layers": model.n_layers, "d_model": model.d_model,
+            **settings, "neutral_components_removed": ks,
+            "stories_per_emotion": {e: len(corpus.texts_for(e)) for e in emotions},
+            "build_seconds": round(time.perf_counter() - t0, 2)}
+    ev = EmotionVectors(emotions, vecs, meta)
+    ev.save(folder)
+    return ev

@@ -1,0 +1,53 @@
+"""`steer run` end to end on tiny-random: the run directory contract."""
+
+import json
+
+import pandas as pd
+import yaml
+
+from steer.runs import RESULT_COLUMNS, SUMMARY_COLUMNS
+
+from .conftest import ROOT, steer_cli
+
+
+def test_smoke_run_writes_the_whole_run_directory(tmp_path):
+    res = steer_cli("run", ROOT / "configs" / "smoke.yaml", "--set", f"output_dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / res.stdout.strip().splitlines()[-1].split("/")[-1]
+    assert str(run) == res.stdout.strip().splitlines()[-1]
+    for name in ("config.yaml", "manifest.json", "samples.jsonl", "results.parquet",
+                 "summary.csv", "report.md"):
+        assert (run / name).is_file(), name
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["output_dir"] == str(tmp_path)  # the override is in the resolved config
+    manifest = json.loads((run / "manifest.json").read_text())
+    for key in ("versions", "git_sha", "command", "model", "seeds", "timings_s"):
+        assert key in manifest
+    assert manifest["model"]["name"] == "tiny-random"
+    assert len(manifest["model"]["fingerprint"]) == 16
+
+    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+    # 2 vectors + 2 random x 2 nonzero scales + 1 shared baseline = 9, x 3 prompts x 2 seeds
+    assert len(samples) == manifest["n_samples"] == 54
+    assert all(isinstance(s["text"], str) for s in samples)
+
+    results = pd.read_parquet(run / "results.parquet")
+    assert list(results.columns) == RESULT_COLUMNS
+    metrics = set(results.metric)
+    assert {"sentiment", "perplexity", "repetition", "readout.desperate", "readout.calm"} <= metrics
+    # the baseline sample is reported under every vector at scale 0
+    base = results[(results.scale == 0) & (results.metric == "sentiment")]
+    assert set(base.vector) == {"desperate", "calm", "random-0", "random-1"}
+    assert len(base) == 4 * 3 * 2
+
+    summary = pd.read_csv(run / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert "random" in set(summary.vector)  # pooled random control
+    ok = summary.dropna(subset=["mean"])
+    assert ((ok.ci_low <= ok["mean"] + 1e-9) & (ok["mean"] <= ok.ci_high + 1e-9)).all()
+    assert set(summary.n[summary.vector == "desperate"]) == {6}
+
+    plots = sorted(p.name for p in (run / "plots").glob("*.png"))
+    assert "stress__sentiment.png" in plots and "stress__readout_desperate.png" in plots
+    assert all((run / "plots" / p).stat().st_size > 5000 for p in plots)

@@ -1,0 +1,60 @@
+import torch
+
+from steer.vectors.extract import _keep_mask, difference_of_means, masked_means
+from steer.vectors.store import EmotionVectors, build_or_load, cache_key
+
+
+def test_difference_of_means_centres_and_denoises():
+    torch.manual_seed(0)
+    d = 8
+    noise_dir = torch.zeros(d)
+    noise_dir[0] = 1.0
+    stories = torch.randn(6, 1, d)
+    stories[:, 0] += 5 * torch.randn(6, 1) * noise_dir  # shared nuisance direction
+    labels = ["a", "a", "b", "b", "c", "c"]
+    neutral = torch.randn(20, 1, d) * 0.01 + 3 * torch.randn(20, 1, 1) * noise_dir
+    raw, _ = difference_of_means(stories, labels, ["a", "b", "c"])
+    assert torch.allclose(raw.mean(0), torch.zeros(1, d), atol=1e-5)
+    expected_a = stories[:2].mean(0) - torch.stack(
+        [stories[:2].mean(0), stories[2:4].mean(0), stories[4:].mean(0)]).mean(0)
+    assert torch.allclose(raw[0], expected_a, atol=1e-5)
+    den, ks = difference_of_means(stories, labels, ["a", "b", "c"], neutral, 0.5)
+    assert ks == [1]
+    assert den[:, 0, 0].abs().max() < 1e-2 * raw[:, 0, 0].abs().max() + 1e-4
+
+
+def test_keep_mask_skips_offset_tokens_and_padding():
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1]])
+    keep = _keep_mask(mask, offset=2)
+    assert keep.tolist() == [[False, False, False, False, True, True],
+                             [False, False, True, True, True, True],
+                             [False, False, False, False, False, True]]  # short: all but first
+
+
+def test_masked_means_drop_outlier_tokens():
+    acts = torch.ones(1, 4, 2)
+    acts[0, 1] = 100.0  # an attention-sink-like token
+    keep = torch.tensor([[False, True, True, True]])
+    out = masked_means({0: acts}, keep, torch.tensor([1.5]), 1)
+    assert torch.allclose(out[0, 0], torch.ones(2))
+
+
+def test_vectors_roundtrip_through_safetensors_exactly(tmp_path):
+    ev = EmotionVectors(["calm", "desperate"], torch.randn(2, 3, 5), {"layer_note": "x"})
+    ev.save(tmp_path)
+    back = EmotionVectors.load(tmp_path)
+    assert back.names == ev.names and torch.equal(back.vectors, ev.vectors)
+    assert back.meta == {"layer_note": "x"}
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_build_is_cached_and_keyed_by_settings(tiny, tiny_vectors):
+    from steer.vectors.corpus import load_corpus
+
+    corpus = load_corpus()
+    again = build_or_load(tiny, corpus)
+    assert torch.equal(again.vectors, tiny_vectors.vectors)
+    assert tiny_vectors.vectors.shape == (len(corpus.emotions), tiny.n_layers, tiny.d_model)
+    k1 = cache_key(tiny, corpus.hash(), {"token_offset": 4})
+    assert k1 != cache_key(tiny, corpus.hash(), {"token_offset": 5})
+    assert k1 != cache_key(tiny, "other", {"token_offset": 4})
