@@ -43,9 +43,10 @@ def run(config: Annotated[str, typer.Argument(help="Experiment YAML file.")],
         set_: SetOpt = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False):
     """Run an experiment and write one run directory; prints its path."""
+    from steer.plan import make_plan
     from steer.progress import console
     from steer.report import summary_table
-    from steer.runner import make_plan, run_experiment
+    from steer.runner import run_experiment
 
     cfg = _load(config, set_)
     plan = make_plan(cfg, config)
@@ -64,7 +65,7 @@ def run(config: Annotated[str, typer.Argument(help="Experiment YAML file.")],
 def validate(config: Annotated[str, typer.Argument(help="Experiment YAML file.")],
              set_: SetOpt = None):
     """Check a config without loading a model; print it resolved and count its conditions."""
-    from steer.runner import make_plan
+    from steer.plan import make_plan
 
     cfg = _load(config, set_)
     plan = make_plan(cfg, config)
@@ -76,10 +77,7 @@ def validate(config: Annotated[str, typer.Argument(help="Experiment YAML file.")
 
 
 def main():
-    from steer.model import ModelLoadError
-    from steer.steering import SteeringError
-    from steer.vectors.corpus import CorpusError
-    from steer.vectors.store import VectorError
+    from steer.errors import SteerError
 
     debug = os.environ.get("STEER_DEBUG") == "1"
     try:
@@ -88,7 +86,7 @@ def main():
         if debug:
             raise
         _safe_exit(str(e), 2)
-    except (ModelLoadError, CorpusError, SteeringError, VectorError) as e:
+    except SteerError as e:
         if debug:
             raise
         _safe_exit(str(e), 1)

@@ -236,7 +236,8 @@ def validate(data: dict, source: str = "<config>") -> ExperimentConfig:
 
 def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
     """Checks that need files or model metadata (never weights)."""
-    from steer.steering import SteeringError, parse_expression
+    from steer.errors import SteeringError
+    from steer.expressions import parse_expression
     from steer.vectors.corpus import BUILTIN, CorpusError, load_corpus
 
     base = Path(source).parent if Path(source).is_file() else Path(".")

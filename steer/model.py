@@ -23,8 +23,12 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from steer.errors import ModelLoadError
+
+if TYPE_CHECKING:  # torch is imported where used: `steer validate` must start fast
+    import torch
 
 EMBEDDED = "smollm2-135m-instruct"
 TINY = "tiny-random"
@@ -37,15 +41,13 @@ _TINY_SHAPE = dict(
 _KNOWN_LAYERS = {EMBEDDED: 30, TINY: _TINY_SHAPE["num_hidden_layers"]}
 
 
-class ModelLoadError(RuntimeError):
-    """A model could not be found or loaded; the message says what to do."""
-
-
 def cache_dir() -> Path:
     return Path(os.environ.get("STEER_CACHE", Path.home() / ".cache" / "steer"))
 
 
 def resolve_device(device: str) -> torch.device:
+    import torch
+
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -58,6 +60,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    import torch
+
     if dtype == "auto":
         # bf16 drifts from fp32 after ~30 greedy tokens on CPU; keep fp32 there.
         return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -155,6 +159,7 @@ def embedded_tokenizer():
 
 
 def _load_embedded():
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = _embedded_cache_path()
@@ -178,6 +183,7 @@ def _load_embedded():
 
 
 def _load_tiny(seed: int = 0):
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = embedded_tokenizer()
@@ -192,6 +198,7 @@ def _load_tiny(seed: int = 0):
 
 
 def _load_gguf(path: str):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     p = Path(path)
@@ -203,6 +210,7 @@ def _load_gguf(path: str):
 
 
 def _load_hf(name: str):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -218,6 +226,7 @@ def _load_hf(name: str):
 
 def fingerprint_weights(module: torch.nn.Module) -> str:
     """A cheap, deterministic fingerprint: shapes plus a strided sample of every tensor."""
+    import torch
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
         flat = t.detach().reshape(-1)

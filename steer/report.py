@@ -13,7 +13,7 @@ PLAIN_METRICS = ["sentiment", "perplexity", "repetition"]
 
 
 def _steered_emotions(vectors: list[str]) -> list[str]:
-    from steer.steering import parse_expression
+    from steer.expressions import parse_expression
 
     out: list[str] = []
     for v in vectors:
@@ -32,25 +32,34 @@ def headline_metrics(summary: pd.DataFrame, vectors: list[str]) -> list[str]:
 
 
 def summary_table(summary: pd.DataFrame, vectors: list[str]) -> Table:
+    """Conditions as rows, headline metrics as columns; cells are `mean ±half-CI`."""
     metrics = headline_metrics(summary, vectors)
-    table = Table(title="mean [95% CI] per condition", show_lines=False)
-    for col in ("task", "vector", "layer", "scale"):
+    keys = ["task", "vector", "layer", "scale"]
+    fixed = {k: summary[k].iloc[0] for k in ("task", "layer") if summary[k].nunique() == 1}
+    title = "mean ±95% CI half-width" + "".join(f", {k} {v}" for k, v in fixed.items())
+    table = Table(title=title, title_style="bold")
+    shown = [k for k in keys if k not in fixed]
+    for col in shown:
         table.add_column(col, justify="right" if col in ("layer", "scale") else "left")
     for m in metrics:
-        table.add_column(m, justify="right")
+        table.add_column(m.replace("readout.", "ro:").replace("perplexity", "ppl"),
+                         justify="right", overflow="fold")
     wide = summary[summary.metric.isin(metrics)]
-    for (task, vec, layer, scale), g in wide.groupby(["task", "vector", "layer", "scale"]):
-        if vec.startswith("random-") and "random" in set(summary.vector):
-            continue  # pooled row shown instead
+    pooled = "random" in set(summary.vector)
+    for key, g in wide.groupby(keys):
+        row = dict(zip(keys, key))
+        if pooled and row["vector"].startswith("random-"):
+            continue  # the pooled control is shown instead
         cells = []
         for m in metrics:
             r = g[g.metric == m]
             if r.empty:
                 cells.append("")
                 continue
-            m_, lo, hi = r["mean"].iloc[0], r.ci_low.iloc[0], r.ci_high.iloc[0]
-            cells.append(f"{m_:.3g} [{lo:.3g}, {hi:.3g}]")
-        table.add_row(task, vec, str(layer), f"{scale:+.3g}", *cells)
+            mean, lo, hi = r["mean"].iloc[0], r.ci_low.iloc[0], r.ci_high.iloc[0]
+            cells.append(f"{mean:.3g} ±{(hi - lo) / 2:.2g}")
+        shown_vals = [f"{row[k]:+.3g}" if k == "scale" else str(row[k]) for k in shown]
+        table.add_row(*shown_vals, *cells)
     return table
 
 

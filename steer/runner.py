@@ -8,80 +8,19 @@ differences between conditions then come from steering, not from sampling luck.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from steer import progress
-from steer.config import ExperimentConfig, task_prompts, to_yaml
+from steer.config import ExperimentConfig, to_yaml
 from steer.generate import GenRow, Sampling, generate, score
 from steer.metrics.stats import bootstrap_ci
 from steer.metrics.text import repetition, sentiment
+from steer.plan import direction_name, make_plan, row_seed
 from steer.runs import RunDir
 from steer.steering import Intervention
-
-
-@dataclass(frozen=True)
-class Condition:
-    vector: str
-    layer: int
-    scale: float
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.scale == 0
-
-    @property
-    def is_random(self) -> bool:
-        return self.vector.startswith("random-")
-
-
-def conditions(cfg: ExperimentConfig) -> list[Condition]:
-    s = cfg.steering
-    vectors = list(s.vectors) + [f"random-{k}" for k in range(s.random_controls)]
-    return [Condition(v, layer, float(sc))
-            for v in vectors for layer in s.layers for sc in s.scales]
-
-
-def _seed(*parts) -> int:
-    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:12], 16)
-
-
-def _direction_name(cond: Condition, seed: int) -> str:
-    """Random control k draws a fresh direction for every seed, so that seeds sample directions
-    as well as texts and the control's CI covers direction-to-direction variation."""
-    if cond.is_random:
-        k = int(cond.vector.split("-", 1)[1])
-        return f"random-{_seed('random', k, seed) % 10**9}"
-    return cond.vector
-
-
-@dataclass
-class Plan:
-    conditions: list[Condition]
-    prompts: dict[str, list[str]]  # task -> prompts
-    seeds: list[int]
-
-    @property
-    def unique_conditions(self) -> list[Condition | None]:
-        """Distinct computations: steered conditions, plus None for the shared baseline."""
-        out: list[Condition | None] = [c for c in self.conditions if not c.is_baseline]
-        if any(c.is_baseline for c in self.conditions):
-            out.insert(0, None)
-        return out
-
-    @property
-    def n_samples(self) -> int:
-        n_items = sum(len(p) for p in self.prompts.values())
-        return len(self.unique_conditions) * n_items * len(self.seeds)
-
-
-def make_plan(cfg: ExperimentConfig, source: str | Path | None = None) -> Plan:
-    return Plan(conditions(cfg), {t.name: task_prompts(t, source) for t in cfg.tasks},
-                list(cfg.seeds))
 
 
 def summarize(results: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
@@ -148,10 +87,10 @@ def run_experiment(cfg: ExperimentConfig, source: str | Path, quiet: bool = Fals
             for seed in plan.seeds:
                 for cond in plan.unique_conditions:
                     ivs = () if cond is None else (Intervention(
-                        _direction_name(cond, seed), cond.layer, cond.scale,
+                        direction_name(cond, seed), cond.layer, cond.scale,
                         cfg.steering.positions),)
                     keys.append((task_name, item, seed, cond))
-                    rows.append(GenRow(text, ivs, _seed(task_name, item, seed)))
+                    rows.append(GenRow(text, ivs, row_seed(task_name, item, seed)))
 
     t = time.perf_counter()
     sampling = Sampling(g.max_new_tokens, g.temperature, g.top_p)

@@ -11,21 +11,17 @@ conditions: `steer_rows` builds a per-row delta for each layer and registers one
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-POSITIONS = ("all", "prompt", "generated")
-_RANDOM = re.compile(r"^random-(\d+)$")
-_TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([A-Za-z][\w\- ]*?)\s*$")
+from steer.errors import SteeringError
+from steer.expressions import POSITIONS, RANDOM, parse_expression
 
-
-class SteeringError(ValueError):
-    pass
-
+__all__ = ["POSITIONS", "Intervention", "SteeringError", "capture", "delta", "direction",
+           "parse_expression", "random_direction", "steer", "steer_rows"]
 
 @dataclass(frozen=True)
 class Intervention:
@@ -39,34 +35,6 @@ class Intervention:
             raise SteeringError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
 
 
-def parse_expression(expr: str) -> list[tuple[float, str]]:
-    """`"desperate - 0.5*calm"` -> `[(1.0, "desperate"), (-0.5, "calm")]`.
-
-    Names may contain spaces and hyphens (`at ease`, `grief-stricken`), so a minus sign counts as
-    an operator only with whitespace around it or at the start."""
-    expr = expr.strip()
-    if not expr:
-        raise SteeringError("empty vector expression")
-    parts = re.split(r"(?:^|\s+)([+-])\s+", " " + expr if expr[0] in "+-" else expr)
-    terms: list[tuple[float, str]] = []
-    sign = 1.0
-    for part in parts:
-        if part in ("+", "-"):
-            sign = -1.0 if part == "-" else 1.0
-            continue
-        if not part.strip():
-            continue
-        m = _TERM.match(part)
-        if not m:
-            raise SteeringError(f"cannot parse vector term {part!r} in {expr!r}")
-        coef = float(m.group(1)) if m.group(1) else 1.0
-        terms.append((sign * coef, m.group(2).strip()))
-        sign = 1.0
-    if not terms:
-        raise SteeringError(f"no vector named in {expr!r}")
-    return terms
-
-
 def random_direction(seed: int, d_model: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(1_000_003 + seed)
     v = torch.randn(d_model, generator=g, dtype=torch.float32)
@@ -75,7 +43,7 @@ def random_direction(seed: int, d_model: int) -> torch.Tensor:
 
 def direction(expr: str, vectors, layer: int, d_model: int) -> torch.Tensor:
     """Unit-length float32 direction for an expression at `layer`."""
-    m = _RANDOM.match(expr.strip())
+    m = RANDOM.match(expr.strip())
     if m:
         return random_direction(int(m.group(1)), d_model)
     total = torch.zeros(d_model, dtype=torch.float32)

@@ -127,7 +127,7 @@ def test_cli_rejects_bad_override_and_echoes_good_ones(tmp_path):
                    "--set", "seeds=[1,2]")
     assert ok.returncode == 0, ok.stderr
     assert "steering.scales" in ok.stderr and "0.05" in ok.stdout
-    assert "3 conditions" in ok.stdout and "x 2 seeds" in ok.stdout
+    assert "6 conditions" in ok.stdout and "x 2 seeds" in ok.stdout  # 1 vector + 1 random
 
 
 def test_overrides_apply_after_the_file():

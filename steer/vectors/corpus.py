@@ -14,14 +14,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from steer.errors import CorpusError
 from steer.vectors.catalog import canonical, catalog
 
 BUILTIN = "builtin"
 _SUFFIXES = r"(?:s|es|ed|d|ly|ness|ing|er|est|ful|fully|y|ily|iness|ies)?"
-
-
-class CorpusError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

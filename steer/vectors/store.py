@@ -17,15 +17,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from steer.errors import VectorError
 from steer.model import cache_dir
 from steer.vectors.catalog import canonical
 
 FORMAT_VERSION = 1
-
-
-class VectorError(KeyError):
-    def __str__(self):
-        return str(self.args[0])
 
 
 @dataclass
