@@ -45,7 +45,7 @@ def run(config: Annotated[str, typer.Argument(help="Experiment YAML file.")],
     """Run an experiment and write one run directory; prints its path."""
     from steer.plan import make_plan
     from steer.progress import console
-    from steer.report import summary_table
+    from steer.report import summary_table, trends_table
     from steer.runner import run_experiment
 
     cfg = _load(config, set_)
@@ -58,6 +58,7 @@ def run(config: Annotated[str, typer.Argument(help="Experiment YAML file.")],
 
         summary = pd.read_csv(run_dir.path / "summary.csv")
         console.print(summary_table(summary, list(cfg.steering.vectors)))
+        console.print(trends_table(summary, list(cfg.steering.vectors)))
     typer.echo(str(run_dir.path))
 
 

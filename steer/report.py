@@ -63,17 +63,43 @@ def summary_table(summary: pd.DataFrame, vectors: list[str]) -> Table:
     return table
 
 
+def trends_table(summary: pd.DataFrame, vectors: list[str]) -> Table:
+    tr = trends(summary, vectors)
+    table = Table(title="trend against scale", title_style="bold")
+    for col in ("vector", "metric", "rho", "lowest", "highest", "beyond random CI"):
+        table.add_column(col, justify="left" if col in ("vector", "metric") else "right")
+    for r in tr.itertuples():
+        beyond = "" if r.beyond_random_ci is None else ("yes" if r.beyond_random_ci else "no")
+        table.add_row(f"{r.vector} (L{r.layer})", r.metric, f"{r.rho:+.2f}", f"{r.at_lowest:.3g}",
+                      f"{r.at_highest:.3g}", beyond)
+    return table
+
+
+def _random_control(summary: pd.DataFrame) -> str | None:
+    names = set(summary.vector)
+    return "random" if "random" in names else ("random-0" if "random-0" in names else None)
+
+
 def trends(summary: pd.DataFrame, vectors: list[str]) -> pd.DataFrame:
-    """Spearman rho of each headline metric's mean against scale, per task, vector and layer."""
+    """Per task, vector, layer and headline metric: Spearman rho of the condition mean against
+    scale, the means at the lowest and highest scale, and whether the highest-scale mean lies
+    outside the random control's 95% CI at that scale."""
     rows = []
+    control = _random_control(summary)
     for m in headline_metrics(summary, vectors):
-        for (task, vec, layer), g in summary[summary.metric == m].groupby(
-                ["task", "vector", "layer"]):
-            if g.scale.nunique() >= 3:
-                g = g.sort_values("scale")
-                rows.append(dict(task=task, vector=vec, layer=layer, metric=m,
-                                 rho=spearman(g.scale, g["mean"]), lowest=g["mean"].iloc[0],
-                                 highest=g["mean"].iloc[-1]))
+        sub = summary[summary.metric == m]
+        for (task, vec, layer), g in sub.groupby(["task", "vector", "layer"]):
+            if g.scale.nunique() < 3 or vec.startswith("random"):
+                continue
+            g = g.sort_values("scale")
+            top = g.iloc[-1]
+            ref = sub[(sub.task == task) & (sub.vector == control) & (sub.layer == layer)
+                      & (sub.scale == top.scale)] if control else sub.iloc[0:0]
+            beyond = (bool(top["mean"] > ref.ci_high.iloc[0] or top["mean"] < ref.ci_low.iloc[0])
+                      if len(ref) else None)
+            rows.append(dict(task=task, vector=vec, layer=layer, metric=m,
+                             rho=spearman(g.scale, g["mean"]), at_lowest=g["mean"].iloc[0],
+                             at_highest=top["mean"], beyond_random_ci=beyond))
     return pd.DataFrame(rows)
 
 
@@ -126,7 +152,9 @@ def report_markdown(cfg, summary: pd.DataFrame, plots: list[Path]) -> str:
              f"Model `{cfg.model.name}`; steering at layers {cfg.steering.layers}, "
              f"scales {cfg.steering.scales}, positions `{cfg.steering.positions}`, "
              f"{cfg.steering.random_controls} random control direction(s); seeds {cfg.seeds}.",
-             "", "## Trends (Spearman rho of the condition mean against scale)", ""]
+             "", "## Trends", "",
+             "Spearman rho of each condition mean against scale; `beyond_random_ci`: the "
+             "highest-scale mean lies outside the random control's 95% CI at that scale.", ""]
     if not tr.empty:
         lines.append(tr.to_markdown(index=False, floatfmt=".3f") if _has_tabulate()
                      else "```\n" + tr.to_string(index=False) + "\n```")

@@ -45,17 +45,33 @@ def summarize(results: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
 
 def run_experiment(cfg: ExperimentConfig, source: str | Path, quiet: bool = False,
                    model=None) -> RunDir:
+    """Run `cfg` into a new run directory. If anything fails, the directory keeps the resolved
+    config and a manifest that says where and why (status "failed"), and the error propagates."""
+    plan = make_plan(cfg, source)
+    run = RunDir.create(cfg.output_dir, cfg.name)
+    run.write_config(to_yaml(cfg))
+    try:
+        _execute(cfg, source, plan, run, quiet, model)
+    except BaseException as e:
+        import traceback
+
+        run.write_manifest({"name": cfg.name, "config_source": str(source), "status": "failed",
+                            "error": f"{type(e).__name__}: {e}",
+                            "traceback": traceback.format_exc()})
+        raise
+    return run
+
+
+def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, model) -> None:
     from steer.model import describe, load_model
     from steer.vectors.corpus import load_corpus
     from steer.vectors.store import build_or_load
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    plan = make_plan(cfg, source)
-    run = RunDir.create(cfg.output_dir, cfg.name)
-    run.write_config(to_yaml(cfg))
-
     if model is None:
+        if not quiet and not progress.console.is_terminal:
+            progress.console.print(f"loading {cfg.model.name}", highlight=False)
         with progress.console.status(f"loading {cfg.model.name}", spinner="dots"):
             model = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
     timings["load_model"] = time.perf_counter() - t0
@@ -144,7 +160,8 @@ def run_experiment(cfg: ExperimentConfig, source: str | Path, quiet: bool = Fals
     run.write_report(report_markdown(cfg, summary, plots))
     timings["total"] = time.perf_counter() - t0
     run.write_manifest({
-        "name": cfg.name, "config_source": str(source), "model": describe(model),
+        "name": cfg.name, "config_source": str(source), "status": "complete",
+        "model": describe(model),
         "seeds": plan.seeds, "readout_layer": readout_layer, "readout_emotions": emotions,
         "vectors": {k: v for k, v in vectors.meta.items() if k != "stories_per_emotion"},
         "median_resid_norm": [round(float(x), 3) for x in model.resid_norms()],
@@ -153,4 +170,3 @@ def run_experiment(cfg: ExperimentConfig, source: str | Path, quiet: bool = Fals
         "generate_tokens_per_s": round(n_tokens / max(timings["generate"], 1e-9), 1),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     })
-    return run

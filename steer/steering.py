@@ -46,12 +46,14 @@ def direction(expr: str, vectors, layer: int, d_model: int) -> torch.Tensor:
     m = RANDOM.match(expr.strip())
     if m:
         return random_direction(int(m.group(1)), d_model)
-    total = torch.zeros(d_model, dtype=torch.float32)
-    for coef, name in parse_expression(expr):
-        if vectors is None:
-            raise SteeringError(f"vector {name!r} needs emotion vectors, and none are loaded")
-        v = vectors.get(name, layer).float()
-        total += coef * v / v.norm()
+    terms = parse_expression(expr)
+    if vectors is None:
+        raise SteeringError(f"vector {terms[0][1]!r} needs emotion vectors, and none are loaded")
+    units = [(coef, vectors.get(name, layer).float()) for coef, name in terms]
+    units = [(coef, v / v.norm()) for coef, v in units]
+    if len(units) == 1:
+        return units[0][1] * (1.0 if units[0][0] > 0 else -1.0)
+    total = sum(coef * v for coef, v in units)
     n = total.norm()
     if n == 0:
         raise SteeringError(f"vector expression {expr!r} sums to zero")
@@ -60,7 +62,8 @@ def direction(expr: str, vectors, layer: int, d_model: int) -> torch.Tensor:
 
 def delta(iv: Intervention, vectors, norms: torch.Tensor, d_model: int) -> torch.Tensor:
     """What the intervention adds to every steered position: scale x norm x unit vector."""
-    return direction(iv.vector, vectors, iv.layer, d_model) * float(iv.scale * norms[iv.layer])
+    amount = float(iv.scale) * float(norms[iv.layer])  # in double, then applied in float32
+    return direction(iv.vector, vectors, iv.layer, d_model) * amount
 
 
 class RowSteering:

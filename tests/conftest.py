@@ -35,8 +35,8 @@ def smol():
     return load_model("smollm2-135m-instruct", device="cpu", dtype="float32")
 
 
-def steer_cli(*args, cwd=ROOT, timeout=600):
+def steer_cli(*args, cwd=ROOT, timeout=600, env=None):
     """Run the real `steer` console script in a subprocess."""
     exe = shutil.which("steer", path=str(Path(sys.executable).parent)) or "steer"
     return subprocess.run([exe, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})

@@ -5,6 +5,7 @@ from steer.steering import (
     Intervention,
     SteeringError,
     capture,
+    direction,
     parse_expression,
     random_direction,
     steer,
@@ -30,6 +31,7 @@ def test_patched_activation_is_original_plus_scaled_unit_vector(tiny, tiny_vecto
         _, steered = _forward(tiny, ids, mask)
     v = tiny_vectors.vectors[tiny_vectors.index("desperate"), layer].float()
     unit = v / v.norm()
+    assert torch.equal(direction("desperate", tiny_vectors, layer, tiny.d_model), unit)
     norm = float(tiny.resid_norms()[layer])
     expected = clean[layer] + unit * float(scale * norm)
     assert torch.equal(steered[layer], expected)
@@ -115,8 +117,6 @@ def test_sum_of_vectors_is_normalized_combination():
     vecs[0, 0, 0] = 3.0
     vecs[1, 0, 1] = 5.0
     ev = EmotionVectors(["desperate", "calm"], vecs)
-    from steer.steering import direction
-
     d = direction("desperate - calm", ev, 0, 4)
     assert torch.allclose(d, torch.tensor([1.0, -1.0, 0, 0]) / 2**0.5)
     with pytest.raises(KeyError):

@@ -58,3 +58,30 @@ def test_build_is_cached_and_keyed_by_settings(tiny, tiny_vectors):
     k1 = cache_key(tiny, corpus.hash(), {"token_offset": 4})
     assert k1 != cache_key(tiny, corpus.hash(), {"token_offset": 5})
     assert k1 != cache_key(tiny, "other", {"token_offset": 4})
+
+
+def test_topic_effects_are_removed_from_unbalanced_corpora():
+    from steer.vectors.extract import emotion_effects
+
+    torch.manual_seed(1)
+    d = 6
+    emo = {"a": torch.randn(d), "b": torch.randn(d), "c": torch.randn(d)}
+    top = {"t1": 5 * torch.randn(d), "t2": 5 * torch.randn(d), "t3": 5 * torch.randn(d)}
+    # unbalanced: only "a" was written about t3 (a large topic effect)
+    design = [("a", "t1"), ("a", "t2"), ("a", "t3"), ("a", "t3"), ("b", "t1"), ("b", "t2"),
+              ("c", "t1"), ("c", "t2")]
+    x = torch.stack([emo[e] + top[t] for e, t in design])[:, None, :]
+    labels, topics = [e for e, _ in design], [t for _, t in design]
+    adjusted = emotion_effects(x, labels, ["a", "b", "c"], topics)[:, 0]
+    plain = emotion_effects(x, labels, ["a", "b", "c"])[:, 0]
+    truth = torch.stack([emo["a"] - emo["b"], emo["c"] - emo["b"]])
+    assert torch.allclose(torch.stack([adjusted[0] - adjusted[1], adjusted[2] - adjusted[1]]),
+                          truth, atol=1e-4)
+    assert not torch.allclose(plain[0] - plain[1], truth[0], atol=1e-1)
+    # balanced designs give the plain per-emotion means exactly
+    bal = [(e, t) for e in emo for t in ("t1", "t2")]
+    xb = torch.stack([emo[e] + top[t] + 0.1 * torch.randn(d) for e, t in bal])[:, None, :]
+    lb, tb = [e for e, _ in bal], [t for _, t in bal]
+    a1 = emotion_effects(xb, lb, list(emo), tb)
+    a2 = emotion_effects(xb, lb, list(emo))
+    assert torch.allclose(a1 - a1.mean(0), a2 - a2.mean(0), atol=1e-5)

@@ -73,12 +73,44 @@ def neutral_components(neutral: torch.Tensor, variance: float) -> list[torch.Ten
     return comps
 
 
+def emotion_effects(story_means: torch.Tensor, labels: list[str], emotions: list[str],
+                    topics: list[str] | None = None, iters: int = 50) -> torch.Tensor:
+    """Per-emotion mean activation with topic effects removed -> [E, L, d].
+
+    Without topics (or with every emotion written on every topic equally often) this is the
+    plain per-emotion mean. When emotions cover different topics, an additive model
+    x = emotion + topic is fitted by alternating means (least squares), so that a topic only
+    some emotions were written about does not leak into their vectors."""
+    x = story_means.double()
+    e_idx = torch.tensor([emotions.index(lab) for lab in labels])
+    e_count = torch.bincount(e_idx, minlength=len(emotions)).double()[:, None, None]
+
+    def group_mean(values: torch.Tensor, idx: torch.Tensor, n: int, count) -> torch.Tensor:
+        out = torch.zeros(n, *values.shape[1:], dtype=values.dtype)
+        return out.index_add_(0, idx, values) / count
+
+    if not topics or len(set(topics)) < 2:
+        return group_mean(x, e_idx, len(emotions), e_count).float()
+    names = sorted(set(topics))
+    t_idx = torch.tensor([names.index(t) for t in topics])
+    t_count = torch.bincount(t_idx, minlength=len(names)).double()[:, None, None]
+    topic = torch.zeros(len(names), *x.shape[1:], dtype=x.dtype)
+    for _ in range(iters):
+        emo = group_mean(x - topic[t_idx], e_idx, len(emotions), e_count)
+        new_topic = group_mean(x - emo[e_idx], t_idx, len(names), t_count)
+        new_topic -= new_topic.mean(0, keepdim=True)  # fix the split of the shared offset
+        converged = torch.allclose(new_topic, topic, atol=1e-9, rtol=1e-7)
+        topic = new_topic
+        if converged:
+            break
+    return group_mean(x - topic[t_idx], e_idx, len(emotions), e_count).float()
+
+
 def difference_of_means(story_means: torch.Tensor, labels: list[str], emotions: list[str],
-                        neutral: torch.Tensor | None = None, variance: float = 0.5):
+                        neutral: torch.Tensor | None = None, variance: float = 0.5,
+                        topics: list[str] | None = None):
     """Per-emotion mean minus the mean over emotions, optionally denoised. -> ([E, L, d], ks)."""
-    per_emotion = torch.stack(
-        [story_means[[i for i, lab in enumerate(labels) if lab == e]].mean(0) for e in emotions]
-    )
+    per_emotion = emotion_effects(story_means, labels, emotions, topics)
     vecs = per_emotion - per_emotion.mean(0, keepdim=True)
     ks: list[int] = []
     if neutral is not None and len(neutral) > 1 and variance > 0:

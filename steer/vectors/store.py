@@ -85,7 +85,7 @@ def build_or_load(model, corpus, token_offset: int = 4, denoise_variance: float 
     `progress(done, total)` is called as texts are read."""
     from steer.vectors.extract import difference_of_means, text_means
 
-    settings = {"method": "mean_diff", "token_offset": token_offset,
+    settings = {"method": "mean_diff_topic_adjusted", "token_offset": token_offset,
                 "denoise_variance": denoise_variance}
     folder = cache_dir() / "vectors" / cache_key(model, corpus.hash(), settings)
     if not rebuild and (folder / "vectors.json").exists():
@@ -105,7 +105,8 @@ def build_or_load(model, corpus, token_offset: int = 4, denoise_variance: float 
     neutral_means = text_means(model, neutral, token_offset, batch_size, tick) if neutral else None
     emotions = corpus.emotions
     vecs, ks = difference_of_means(story_means, [s.emotion for s in corpus.stories], emotions,
-                                   neutral_means, denoise_variance)
+                                   neutral_means, denoise_variance,
+                                   [s.topic for s in corpus.stories])
     meta = {"model": model.name, "model_fingerprint": model.fingerprint,
             "dtype": str(model.dtype).replace("torch.", ""), "corpus": corpus.source,
             "corpus_hash": corpus.hash(), "n_layers": model.n_layers, "d_model": model.d_model,
