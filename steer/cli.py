@@ -77,6 +77,16 @@ def validate(config: Annotated[str, typer.Argument(help="Experiment YAML file.")
                f"= {plan.n_samples} samples")
 
 
+def _register_subcommands():
+    from steer.cli_vectors import readout, vectors_app
+
+    app.add_typer(vectors_app, name="vectors")
+    app.command("readout")(readout)
+
+
+_register_subcommands()
+
+
 def main():
     from steer.errors import SteerError
 

@@ -39,6 +39,7 @@ class ModelSpec(_Strict):
 
 
 class VectorSpec(_Strict):
+    file: str | None = None  # a steer vector file (.safetensors); if set, nothing is built
     corpus: str = "builtin"
     neutral: str | None = None
     token_offset: int = Field(4, ge=0, le=512)
@@ -249,6 +250,9 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
                               "or a Hugging Face id (org/name)")
     if cfg.model.name.endswith(".gguf") and not Path(cfg.model.name).exists():
         raise ConfigError(source, "model.name", cfg.model.name, "an existing .gguf file")
+    if cfg.model.name.startswith(("/", "./", "../", "~")) and not Path(
+            cfg.model.name).expanduser().exists():
+        raise ConfigError(source, "model.name", cfg.model.name, "an existing model folder")
     if n_layers is not None:
         for i, layer in enumerate(cfg.steering.layers):
             if layer >= n_layers:
@@ -262,12 +266,15 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
         if value is not None and value != BUILTIN and not Path(value).is_file():
             raise ConfigError(source, f"vectors.{key}", value,
                               f"'{BUILTIN}' or an existing JSONL file")
-    try:
-        corpus = load_corpus(cfg.vectors.corpus, cfg.vectors.neutral)
-    except CorpusError as e:
-        raise ConfigError(source, "vectors.corpus", cfg.vectors.corpus, f"a valid corpus ({e})"
-                          ) from None
-    known = set(corpus.emotions)
+    if cfg.vectors.file is not None:
+        known = _names_in_vector_file(cfg.vectors.file, source)
+    else:
+        try:
+            corpus = load_corpus(cfg.vectors.corpus, cfg.vectors.neutral)
+        except CorpusError as e:
+            raise ConfigError(source, "vectors.corpus", cfg.vectors.corpus,
+                              f"a valid corpus ({e})") from None
+        known = set(corpus.emotions)
     from steer.vectors.catalog import canonical
 
     for i, expr in enumerate(cfg.steering.vectors):
@@ -298,6 +305,21 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
     for i, n in enumerate(names):
         if names.index(n) != i:
             raise ConfigError(source, f"tasks[{i}].name", n, "a task name used once")
+
+
+def _names_in_vector_file(path: str, source: str) -> set[str]:
+    import json
+
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        raise ConfigError(source, "vectors.file", path, "an existing .safetensors vector file")
+    try:
+        with safe_open(path, framework="pt") as f:
+            return set(json.loads((f.metadata() or {})["names"]))
+    except Exception:
+        raise ConfigError(source, "vectors.file", path,
+                          "a steer vector file (steer vectors export/import writes them)") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None

@@ -216,7 +216,7 @@ def _load_hf(name: str):
     try:
         tok = AutoTokenizer.from_pretrained(name)
         hf = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # missing files, bad repo ids, no network
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (HF_HUB_OFFLINE=1: only models already in the local HF cache load)" * offline
         first = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -15,6 +15,7 @@ import pandas as pd
 
 from steer import progress
 from steer.config import ExperimentConfig, to_yaml
+from steer.errors import VectorError
 from steer.generate import GenRow, Sampling, generate, score
 from steer.metrics.stats import bootstrap_ci
 from steer.metrics.text import repetition, sentiment
@@ -77,16 +78,25 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
     timings["load_model"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    corpus = load_corpus(cfg.vectors.corpus, cfg.vectors.neutral)
-    with progress.task("emotion vectors", len(corpus.stories) + len(corpus.neutral), quiet) as adv:
-        seen = [0]
+    if cfg.vectors.file:
+        from steer.vectors.export import import_safetensors
 
-        def tick(done: int, total: int):
-            adv(done - seen[0])
-            seen[0] = done
+        vectors = import_safetensors(cfg.vectors.file)
+        if tuple(vectors.vectors.shape[1:]) != (model.n_layers, model.d_model):
+            raise VectorError(f"{cfg.vectors.file}: vectors are {tuple(vectors.vectors.shape[1:])}"
+                              f" (layers, width), the model is {(model.n_layers, model.d_model)}")
+    else:
+        corpus = load_corpus(cfg.vectors.corpus, cfg.vectors.neutral)
+        total = len(corpus.stories) + len(corpus.neutral)
+        with progress.task("emotion vectors", total, quiet) as adv:
+            seen = [0]
 
-        vectors = build_or_load(model, corpus, cfg.vectors.token_offset,
-                                cfg.vectors.denoise_variance, progress=tick)
+            def tick(done: int, total: int):
+                adv(done - seen[0])
+                seen[0] = done
+
+            vectors = build_or_load(model, corpus, cfg.vectors.token_offset,
+                                    cfg.vectors.denoise_variance, progress=tick)
     model.resid_norms()
     timings["vectors"] = time.perf_counter() - t
 

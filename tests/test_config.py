@@ -61,6 +61,7 @@ CASES = [
     ("bad-dtype", _with(["model", "dtype"], "int8"), "model.dtype"),
     ("bad-device", _with(["model", "device"], "tpu"), "model.device"),
     ("missing-gguf", _with(["model", "name"], "/nowhere/model.gguf"), "model.name"),
+    ("missing-model-folder", _with(["model", "name"], "/nowhere/model"), "model.name"),
     ("missing-corpus-file", {**GOOD, "vectors": {"corpus": "/nowhere/stories.jsonl"}},
      "vectors.corpus"),
     ("denoise-out-of-range", {**GOOD, "vectors": {"denoise_variance": 1.5}},
