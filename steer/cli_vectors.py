@@ -251,3 +251,69 @@ def readout(file: Annotated[Path, typer.Argument(help="Texts: .jsonl, .csv/.tsv 
         df.to_parquet(out, index=False)
     console.print(f"{len(df)} texts x {df.shape[1]} emotions (layer {layer}) -> {out}",
                   highlight=False)
+
+
+@vectors_app.command("inspect")
+def inspect(model: ModelOpt = "smollm2-135m-instruct", corpus: CorpusOpt = "builtin",
+            neutral: NeutralOpt = None, token_offset: OffsetOpt = 4, denoise: DenoiseOpt = 0.5,
+            out: Annotated[Path, typer.Option(help="Folder for the map and inspect.json.")] =
+            Path("runs/inspect"),
+            show: Annotated[str, typer.Option(help="Emotions to detail (neighbours, logit "
+                                              "lens).")] = "desperate,calm,afraid,happy,sad,angry",
+            device: DeviceOpt = "auto", dtype: DtypeOpt = "auto"):
+    """Validate vectors per layer: held-out accuracy (leave one topic out), PCs against human
+    valence/arousal ratings, neighbours, k-means clusters, logit lens, a labelled PCA map."""
+    from rich.table import Table
+
+    from steer.progress import console
+    from steer.runs import atomic_write_text
+    from steer.vectors import inspect as insp
+    from steer.vectors.corpus import load_corpus
+    from steer.vectors.store import cache_folder, load_activations
+
+    m = _model(model, device, dtype)
+    ev = _vectors(m, corpus, neutral, token_offset, denoise)
+    folder = cache_folder(m, load_corpus(corpus, neutral), token_offset, denoise)
+    stories, neutral_acts, labels, topics = load_activations(folder)
+    layers = list(range(1, m.n_layers))
+    acc = insp.heldout_accuracy(stories, labels, topics, ev.names, neutral_acts, denoise, layers)
+    pd_rows = []
+    for layer in layers:
+        pd_rows.append({"layer": layer, **insp.pc_rating_correlations(ev.units(layer), ev.names)})
+    import pandas as pd
+
+    geo = pd.DataFrame(pd_rows)
+    per_layer = acc.merge(geo, on="layer")
+    best = int(per_layer.sort_values(["top5", "top1"], ascending=False).layer.iloc[0])
+    table = Table(title=f"per layer ({len(ev.names)} emotions; chance top-1 "
+                        f"{1 / len(ev.names):.1%}, top-5 {5 / len(ev.names):.1%})")
+    cols = ["layer", "top1", "top5", "pc1_valence", "pc2_arousal"]
+    for col in cols:
+        table.add_column(col, justify="right")
+    for r in per_layer.itertuples():
+        mark = " *" if r.layer == best else ""
+        table.add_row(f"{r.layer}{mark}", f"{r.top1:.1%}", f"{r.top5:.1%}",
+                      *[f"{getattr(r, c, float('nan')):.2f}" for c in cols[3:]])
+    console.print(table)
+    units = ev.units(best)
+    detail = [e.strip() for e in show.split(",") if e.strip() in ev]
+    nb = insp.neighbours(units, ev.names)
+    lens = insp.logit_lens(m, ev, best, detail)
+    clusters = insp.kmeans(units.numpy(), k=min(10, len(ev.names)))
+    members = {int(c): [ev.names[i] for i in range(len(ev.names)) if clusters[i] == c]
+               for c in sorted(set(clusters.tolist()))}
+    for e in detail:
+        console.print(f"[bold]{e}[/] neighbours: {', '.join(nb[ev.names[ev.index(e)]])}; "
+                      f"logit lens +: {' '.join(lens[e][0])} | -: {' '.join(lens[e][1])}",
+                      highlight=False)
+    for c, names in members.items():
+        console.print(f"cluster {c}: {', '.join(names)}", highlight=False)
+    out.mkdir(parents=True, exist_ok=True)
+    png = insp.pca_map(units, ev.names, out / f"pca_map_layer{best}.png",
+                       f"{len(ev.names)} emotion vectors, {m.name}, layer {best}")
+    report = {"model": m.name, "recommended_layer": best, "per_layer": per_layer.to_dict(
+        "records"), "neighbours": nb, "clusters": members, "logit_lens": lens,
+        "pca_map": str(png)}
+    atomic_write_text(out / "inspect.json", json.dumps(report, indent=2, default=float))
+    console.print(f"recommended layer: {best} (highest held-out top-5); wrote {out}",
+                  highlight=False)

