@@ -57,8 +57,10 @@ def run(config: Annotated[str, typer.Argument(help="Experiment YAML file.")],
         import pandas as pd
 
         summary = pd.read_csv(run_dir.path / "summary.csv")
-        console.print(summary_table(summary, list(cfg.steering.vectors)))
-        console.print(trends_table(summary, list(cfg.steering.vectors)))
+        vecs = list(cfg.steering.vectors) if cfg.steering else []
+        console.print(summary_table(summary, vecs))
+        if cfg.steering:
+            console.print(trends_table(summary, vecs))
     typer.echo(str(run_dir.path))
 
 
@@ -78,9 +80,10 @@ def validate(config: Annotated[str, typer.Argument(help="Experiment YAML file.")
 
 
 def _register_subcommands():
-    from steer.cli_vectors import readout, vectors_app
+    from steer.cli_vectors import corpus_app, readout, vectors_app
 
     app.add_typer(vectors_app, name="vectors")
+    app.add_typer(corpus_app, name="corpus")
     app.command("readout")(readout)
 
 

@@ -317,3 +317,38 @@ def inspect(model: ModelOpt = "smollm2-135m-instruct", corpus: CorpusOpt = "buil
     atomic_write_text(out / "inspect.json", json.dumps(report, indent=2, default=float))
     console.print(f"recommended layer: {best} (highest held-out top-5); wrote {out}",
                   highlight=False)
+
+
+corpus_app = typer.Typer(no_args_is_help=True, help="Story corpora for building vectors.")
+
+
+@corpus_app.command("generate")
+def corpus_generate(
+        out: Annotated[Path, typer.Option(help="Stories JSONL to write.")],
+        model: ModelOpt = "smollm2-135m-instruct",
+        emotions: Annotated[str | None, typer.Option(
+            help="Comma-separated emotions (default: all in the catalog).")] = None,
+        per_pair: Annotated[int, typer.Option(help="Stories per emotion x topic.")] = 1,
+        max_new_tokens: int = 160, temperature: float = 0.8, batch_size: int = 32,
+        device: DeviceOpt = "auto", dtype: DtypeOpt = "auto"):
+    """Let the model write stories per emotion x topic (show, never name); the checker drops
+    those that name their emotion; the rest go to a corpus file for `vectors build --corpus`."""
+    from steer import progress
+    from steer.vectors.catalog import canonical, catalog
+    from steer.vectors.writer import TOPICS, write_corpus
+
+    names = ([canonical(e) for e in emotions.split(",") if e.strip()] if emotions
+             else list(catalog()))
+    unknown = [e for e in names if e not in catalog()]
+    if unknown:
+        raise VectorError(f"unknown emotions: {', '.join(unknown)}")
+    if per_pair < 1:
+        raise SteerError("--per-pair must be at least 1")
+    m = _model(model, device, dtype)
+    total = len(names) * len(TOPICS) * per_pair
+    with progress.task("write stories", total) as adv:
+        counts = write_corpus(m, names, TOPICS, per_pair, out, max_new_tokens, temperature,
+                              batch_size, progress=adv)
+    progress.console.print(f"{counts['written']} stories -> {out} (dropped: "
+                           f"{counts['named_emotion']} named their emotion, "
+                           f"{counts['too_short']} too short)", highlight=False)

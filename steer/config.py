@@ -79,10 +79,16 @@ class GenerationSpec(_Strict):
 
 
 class TaskSpec(_Strict):
+    """`generate`: the model replies to each prompt and the replies are scored.
+    `readout`: the model only reads each prompt; its emotion read-outs over the user's message
+    are recorded (e.g. a `template` with a `{value}` slot filled from `values`)."""
+
     name: str = Field(min_length=1)
-    type: Literal["generate"] = "generate"
+    type: Literal["generate", "readout"] = "generate"
     prompts: list[str] = Field(default_factory=list)
     prompts_file: str | None = None
+    template: str | None = None
+    values: list[float | int | str] | None = None
 
 
 class ReadoutSpec(_Strict):
@@ -98,7 +104,7 @@ class ExperimentConfig(_Strict):
     description: str = ""
     model: ModelSpec = Field(default_factory=ModelSpec)
     vectors: VectorSpec = Field(default_factory=VectorSpec)
-    steering: SteeringSpec
+    steering: SteeringSpec | None = None  # None: the unsteered model only
     tasks: list[TaskSpec] = Field(min_length=1)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -253,8 +259,9 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
     if cfg.model.name.startswith(("/", "./", "../", "~")) and not Path(
             cfg.model.name).expanduser().exists():
         raise ConfigError(source, "model.name", cfg.model.name, "an existing model folder")
+    steer_spec = cfg.steering
     if n_layers is not None:
-        for i, layer in enumerate(cfg.steering.layers):
+        for i, layer in enumerate(steer_spec.layers if steer_spec else []):
             if layer >= n_layers:
                 raise ConfigError(source, f"steering.layers[{i}]", layer,
                                   f"a layer in 0..{n_layers - 1} ({cfg.model.name} has {n_layers})")
@@ -277,7 +284,7 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
         known = set(corpus.emotions)
     from steer.vectors.catalog import canonical
 
-    for i, expr in enumerate(cfg.steering.vectors):
+    for i, expr in enumerate(steer_spec.vectors if steer_spec else []):
         try:
             terms = parse_expression(expr)
         except SteeringError as e:
@@ -285,11 +292,11 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
         for _, name in terms:
             if canonical(name) not in known:
                 raise ConfigError(source, f"steering.vectors[{i}]", expr,
-                                  f"emotions with vectors ({', '.join(sorted(known))})")
+                                  f"emotions with vectors ({_choices(known)})")
     for i, name in enumerate(cfg.readout.emotions or []):
         if canonical(name) not in known:
             raise ConfigError(source, f"readout.emotions[{i}]", name,
-                              f"an emotion with a vector ({', '.join(sorted(known))})")
+                              f"an emotion with a vector ({_choices(known)})")
     for i, task in enumerate(cfg.tasks):
         if task.prompts_file is not None:
             p = Path(task.prompts_file)
@@ -298,13 +305,27 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
             if not p.is_file():
                 raise ConfigError(source, f"tasks[{i}].prompts_file", task.prompts_file,
                                   "an existing file of prompts (one per line)")
+        elif task.template is not None:
+            if "{value}" not in task.template:
+                raise ConfigError(source, f"tasks[{i}].template", task.template,
+                                  "a template with a {value} slot")
+            if not task.values:
+                raise ConfigError(source, f"tasks[{i}].values", task.values,
+                                  "a list of values for the template's {value} slot")
         elif not task.prompts:
             raise ConfigError(source, f"tasks[{i}].prompts", task.prompts,
-                              "at least one prompt (or a prompts_file)")
+                              "at least one prompt (or a prompts_file, or a template)")
     names = [t.name for t in cfg.tasks]
     for i, n in enumerate(names):
         if names.index(n) != i:
             raise ConfigError(source, f"tasks[{i}].name", n, "a task name used once")
+
+
+def _choices(names: set[str], limit: int = 12) -> str:
+    shown = sorted(names)
+    if len(shown) <= limit:
+        return ", ".join(shown)
+    return ", ".join(shown[:limit]) + f", ... {len(shown)} in all; see steer vectors show"
 
 
 def _names_in_vector_file(path: str, source: str) -> set[str]:
@@ -331,6 +352,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None
 
 def task_prompts(task: TaskSpec, source: str | Path | None = None) -> list[str]:
     prompts = list(task.prompts)
+    if task.template is not None:
+        prompts += [task.template.replace("{value}", str(v)) for v in task.values or []]
     if task.prompts_file:
         p = Path(task.prompts_file)
         if not p.exists() and source is not None:

@@ -228,3 +228,32 @@ def score(model, items: Sequence[tuple[list[int], list[int]]], vectors=None,
         if progress:
             progress(len(idxs))
     return results  # type: ignore[return-value]
+
+
+def readout_prompts(model, rows: Sequence[GenRow], skip: Sequence[int], vectors,
+                    readout_layer: int, emotions: Sequence[str], batch_size: int = 32,
+                    progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
+    """Emotion read-outs of the prompts themselves (no generation), each row under its own
+    interventions: the mean activation at `readout_layer` over the prompt's tokens after its
+    first `skip[i]` tokens (e.g. past the system prompt), projected on each unit vector, in
+    units of the layer's median norm."""
+    units = vectors.units(readout_layer, list(emotions)).to(model.device)
+    norms = model.resid_norms()
+    results: list[dict[str, float] | None] = [None] * len(rows)
+    for idx in _batches([len(r.prompt) for r in rows], batch_size):
+        ids, mask = model.encode([rows[i].prompt for i in idx])
+        real = mask.bool()
+        rel = real.long().cumsum(dim=1) - 1
+        keep = real & (rel >= torch.tensor([max(1, skip[i]) for i in idx],
+                                           device=ids.device)[:, None])
+        with torch.no_grad(), steer_rows(model, [rows[i].interventions for i in idx],
+                                         vectors) as rs, capture(model, [readout_layer]) as acts:
+            rs.phase = "prompt"
+            model.bridge(ids, attention_mask=mask, logits_to_keep=1)
+        means = masked_means({0: acts[readout_layer]}, keep, norms[[readout_layer]], 1)[:, 0]
+        proj = (means.to(model.device) @ units.T / float(norms[readout_layer])).cpu()
+        for r, i in enumerate(idx):
+            results[i] = {e: float(proj[r, k]) for k, e in enumerate(emotions)}
+        if progress:
+            progress(len(idx))
+    return results  # type: ignore[return-value]

@@ -30,6 +30,8 @@ class Condition:
 
 def conditions(cfg: ExperimentConfig) -> list[Condition]:
     s = cfg.steering
+    if s is None:
+        return [Condition("none", -1, 0.0)]  # unsteered only; layer -1 marks "no layer"
     vectors = list(s.vectors) + [f"random-{k}" for k in range(s.random_controls)]
     return [Condition(v, layer, float(sc))
             for v in vectors for layer in s.layers for sc in s.scales]

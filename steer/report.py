@@ -28,6 +28,8 @@ def _steered_emotions(vectors: list[str]) -> list[str]:
 def headline_metrics(summary: pd.DataFrame, vectors: list[str]) -> list[str]:
     present = set(summary.metric)
     ro = [f"readout.{e}" for e in _steered_emotions(vectors) if f"readout.{e}" in present]
+    if not ro:
+        ro = sorted(m for m in present if m.startswith("readout."))[:4]
     return ro + [m for m in PLAIN_METRICS if m in present]
 
 
@@ -112,6 +114,8 @@ def dose_response_plots(summary: pd.DataFrame, out_dir: Path, vectors: list[str]
     import matplotlib.pyplot as plt
 
     paths = []
+    if summary.scale.nunique() < 2:
+        return paths  # nothing was steered: no dose-response to draw
     random_name = "random" if "random" in set(summary.vector) else None
     for task in sorted(summary.task.unique()):
         for m in headline_metrics(summary, vectors):
@@ -145,19 +149,24 @@ def dose_response_plots(summary: pd.DataFrame, out_dir: Path, vectors: list[str]
     return paths
 
 
-def report_markdown(cfg, summary: pd.DataFrame, plots: list[Path]) -> str:
-    vectors = list(cfg.steering.vectors)
+def report_markdown(cfg, summary: pd.DataFrame, plots: list[Path],
+                    by_value: pd.DataFrame | None = None) -> str:
+    st = cfg.steering
+    vectors = list(st.vectors) if st else []
     tr = trends(summary, vectors)
+    how = (f"steering at layers {st.layers}, scales {st.scales}, positions `{st.positions}`, "
+           f"{st.random_controls} random control direction(s)" if st else "no steering")
     lines = [f"# {cfg.name}", "", cfg.description.strip(), "",
-             f"Model `{cfg.model.name}`; steering at layers {cfg.steering.layers}, "
-             f"scales {cfg.steering.scales}, positions `{cfg.steering.positions}`, "
-             f"{cfg.steering.random_controls} random control direction(s); seeds {cfg.seeds}.",
+             f"Model `{cfg.model.name}`; {how}; seeds {cfg.seeds}.",
              "", "## Trends", "",
              "Spearman rho of each condition mean against scale; `beyond_random_ci`: the "
              "highest-scale mean lies outside the random control's 95% CI at that scale.", ""]
     if not tr.empty:
         lines.append(tr.to_markdown(index=False, floatfmt=".3f") if _has_tabulate()
                      else "```\n" + tr.to_string(index=False) + "\n```")
+    if by_value is not None and not by_value.empty:
+        lines += ["", "## Read-outs against the swept value (Spearman rho)", "",
+                  "```", by_value.to_string(index=False), "```"]
     lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
     lines += ["", "Full numbers: `summary.csv` (per condition), `results.parquet` (per sample), "
               "`samples.jsonl` (texts).", ""]
@@ -171,3 +180,57 @@ def _has_tabulate() -> bool:
         return True
     except ImportError:
         return False
+
+
+def value_trends(results: pd.DataFrame, values: dict[str, list]) -> pd.DataFrame:
+    """For read-out tasks swept over `values`: Spearman rho of each read-out against the value,
+    per task and condition."""
+    rows = []
+    for task, vals in values.items():
+        sub = results[(results.task == task) & results.metric.str.startswith("readout.")]
+        for (vec, layer, scale, metric), g in sub.groupby(["vector", "layer", "scale", "metric"]):
+            per_item = g.groupby("item")["value"].mean()
+            x = [vals[i] for i in per_item.index]
+            rows.append(dict(task=task, vector=vec, layer=layer, scale=scale, metric=metric,
+                             rho=spearman(x, per_item.to_numpy()),
+                             at_lowest=per_item.iloc[0], at_highest=per_item.iloc[-1]))
+    return pd.DataFrame(rows)
+
+
+def value_plots(results: pd.DataFrame, values: dict[str, list], emotions: list[str],
+                out_dir: Path) -> list[Path]:
+    """Read-out against the swept value (one line per emotion), unsteered condition."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for task, vals in values.items():
+        sub = results[(results.task == task) & (results.scale == 0)]
+        if sub.empty:
+            continue
+        first = sub.vector.iloc[0]
+        sub = sub[sub.vector == first]
+        fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
+        numeric = all(isinstance(v, (int, float)) for v in vals)
+        for e in emotions:
+            g = sub[sub.metric == f"readout.{e}"].groupby("item")["value"].mean()
+            if g.empty:
+                continue
+            x = [vals[i] for i in g.index] if numeric else list(g.index)
+            ax.plot(x, g.to_numpy(), marker="o", label=e)
+        if numeric and min(vals) > 0 and max(vals) / min(vals) > 20:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(vals)), [str(v) for v in vals], rotation=30)
+        ax.set_xlabel("value")
+        ax.set_ylabel("read-out (fraction of median norm)")
+        ax.set_title(f"{task}: emotion read-outs against the value")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"{task}__readout_by_value.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths

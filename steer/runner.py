@@ -16,7 +16,7 @@ import pandas as pd
 from steer import progress
 from steer.config import ExperimentConfig, to_yaml
 from steer.errors import VectorError
-from steer.generate import GenRow, Sampling, generate, score
+from steer.generate import GenRow, Sampling, generate, readout_prompts, score
 from steer.metrics.stats import bootstrap_ci
 from steer.metrics.text import repetition, sentiment
 from steer.plan import direction_name, make_plan, row_seed
@@ -42,6 +42,13 @@ def summarize(results: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
         mean, lo, hi = bootstrap_ci(per_item.to_numpy(), n_boot=n_boot)
         rows.append(dict(zip(keys, key), mean=g["value"].mean(), ci_low=lo, ci_high=hi, n=len(g)))
     return pd.DataFrame(rows)
+
+
+def _user_offset(model, prompt: str, system: str | None) -> int:
+    """Tokens before the user's message in the formatted prompt (system prompt, headers)."""
+    full = model.format_prompt(prompt, system)
+    head = full[:full.rfind(prompt)] if prompt in full else ""
+    return len(model.tokenizer(head, add_special_tokens=False).input_ids)
 
 
 def run_experiment(cfg: ExperimentConfig, source: str | Path, quiet: bool = False,
@@ -106,34 +113,64 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
     g = cfg.generation
 
     # One row per (task, item, seed, distinct condition).
-    keys, rows = [], []
+    kinds = {t.name: t.type for t in cfg.tasks}
+    keys, rows, rkeys, rrows, rskip = [], [], [], [], []
     for task_name, prompts in plan.prompts.items():
+        is_readout = kinds[task_name] == "readout"
         for item, prompt in enumerate(prompts):
             text = model.format_prompt(prompt, g.system_prompt)
-            for seed in plan.seeds:
+            # read-out tasks are deterministic: one seed is enough
+            for seed in plan.seeds[:1] if is_readout else plan.seeds:
                 for cond in plan.unique_conditions:
                     ivs = () if cond is None else (Intervention(
                         direction_name(cond, seed), cond.layer, cond.scale,
                         cfg.steering.positions),)
-                    keys.append((task_name, item, seed, cond))
-                    rows.append(GenRow(text, ivs, row_seed(task_name, item, seed)))
+                    row = GenRow(text, ivs, row_seed(task_name, item, seed))
+                    if is_readout:
+                        rkeys.append((task_name, item, seed, cond))
+                        rrows.append(row)
+                        rskip.append(_user_offset(model, prompt, g.system_prompt))
+                    else:
+                        keys.append((task_name, item, seed, cond))
+                        rows.append(row)
 
     t = time.perf_counter()
     sampling = Sampling(g.max_new_tokens, g.temperature, g.top_p)
-    with progress.task("generate", len(rows), quiet) as adv:
-        gens = generate(model, rows, vectors, sampling, g.batch_size, adv)
+    gens = []
+    if rows:
+        with progress.task("generate", len(rows), quiet) as adv:
+            gens = generate(model, rows, vectors, sampling, g.batch_size, adv)
     timings["generate"] = time.perf_counter() - t
     n_tokens = sum(len(x.ids) for x in gens)
 
     t = time.perf_counter()
     scores = [None] * len(gens)
-    if {"readout", "perplexity"} & set(cfg.metrics):
+    if gens and {"readout", "perplexity"} & set(cfg.metrics):
         with progress.task("score", len(gens), quiet) as adv:
             scores = score(model, [(x.prompt_ids, x.ids) for x in gens], vectors, readout_layer,
                            emotions if "readout" in cfg.metrics else (), g.batch_size, adv)
+    read = []
+    if rrows:
+        with progress.task("read", len(rrows), quiet) as adv:
+            read = readout_prompts(model, rrows, rskip, vectors, readout_layer, emotions,
+                                   g.batch_size, adv)
     timings["score"] = time.perf_counter() - t
 
     samples, records = [], []
+
+    def record(task_name, item, seed, cond, metrics, extra):
+        samples.append({
+            "task": task_name, "item": item, "prompt": plan.prompts[task_name][item],
+            "seed": seed, "vector": None if cond is None else cond.vector,
+            "layer": None if cond is None else cond.layer,
+            "scale": 0.0 if cond is None else cond.scale, **extra, "metrics": metrics,
+        })
+        # The shared baseline is reported under every vector and layer at scale 0.
+        targets = ([c for c in plan.conditions if c.is_baseline] if cond is None else [cond])
+        for c in targets:
+            for name, value in metrics.items():
+                records.append((task_name, item, c.vector, c.layer, c.scale, seed, name, value))
+
     for (task_name, item, seed, cond), gen, sc in zip(keys, gens, scores):
         metrics: dict[str, float] = {}
         if "readout" in cfg.metrics and sc is not None:
@@ -144,18 +181,12 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
             metrics["perplexity"] = sc.perplexity
         if "repetition" in cfg.metrics:
             metrics["repetition"] = repetition(gen.ids)
-        samples.append({
-            "task": task_name, "item": item, "prompt": plan.prompts[task_name][item],
-            "seed": seed, "vector": None if cond is None else cond.vector,
-            "layer": None if cond is None else cond.layer,
-            "scale": 0.0 if cond is None else cond.scale, "text": gen.text,
-            "n_tokens": len(gen.ids), "stopped": gen.stopped, "metrics": metrics,
-        })
-        # The shared baseline is reported under every vector and layer at scale 0.
-        targets = ([c for c in plan.conditions if c.is_baseline] if cond is None else [cond])
-        for c in targets:
-            for name, value in metrics.items():
-                records.append((task_name, item, c.vector, c.layer, c.scale, seed, name, value))
+        record(task_name, item, seed, cond, metrics,
+               {"text": gen.text, "n_tokens": len(gen.ids), "stopped": gen.stopped})
+    values = {t.name: t.values for t in cfg.tasks if t.values}
+    for (task_name, item, seed, cond), ro in zip(rkeys, read):
+        extra = {"value": values[task_name][item]} if task_name in values else {}
+        record(task_name, item, seed, cond, {f"readout.{e}": v for e, v in ro.items()}, extra)
 
     results = pd.DataFrame.from_records(
         records, columns=["task", "item", "vector", "layer", "scale", "seed", "metric", "value"])
@@ -164,10 +195,16 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
     run.write_results(results)
     run.write_summary(summary)
 
-    from steer.report import dose_response_plots, report_markdown
+    from steer.report import dose_response_plots, report_markdown, value_plots, value_trends
 
     plots = dose_response_plots(summary, run.plots, [c.vector for c in plan.conditions])
-    run.write_report(report_markdown(cfg, summary, plots))
+    values = {t.name: t.values for t in cfg.tasks if t.type == "readout" and t.values}
+    trend_by_value = None
+    if values:
+        plots += value_plots(results, values, list(cfg.readout.emotions or emotions[:6]),
+                             run.plots)
+        trend_by_value = value_trends(results, values)
+    run.write_report(report_markdown(cfg, summary, plots, trend_by_value))
     timings["total"] = time.perf_counter() - t0
     run.write_manifest({
         "name": cfg.name, "config_source": str(source), "status": "complete",

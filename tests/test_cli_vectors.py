@@ -73,3 +73,19 @@ def test_readout_scores_texts_in_input_order(tmp_path, tiny, tiny_vectors):
     missing = steer_cli("readout", tmp_path / "nope.txt", "--out", tmp_path / "x.parquet", *TINY)
     assert missing.returncode == 1 and "nope.txt" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_corpus_generate_writes_a_checked_corpus(tmp_path):
+    from steer.vectors.corpus import check_corpus, load_corpus
+
+    out = tmp_path / "gen.jsonl"
+    res = steer_cli("corpus", "generate", "--out", out, "--emotions", "desperate,calm",
+                    "--max-new-tokens", "40", *TINY)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "stories ->" in res.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    # random weights write gibberish; whatever passed the filters must be well-formed
+    assert all(r["emotion"] in ("desperate", "calm") and len(r["text"].split()) >= 30
+               for r in rows)
+    if rows:
+        assert check_corpus(load_corpus(out)) == []

@@ -65,3 +65,21 @@ def test_a_failed_run_says_why_in_one_line_and_in_its_manifest(tmp_path):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "ModelLoadError" in manifest["error"]
     assert (run / "config.yaml").is_file() and not (run / "results.parquet").exists()
+
+
+def test_readout_task_sweeps_a_template_without_steering(tmp_path):
+    cfg = tmp_path / "dose.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "dose", "model": {"name": "tiny-random"}, "output_dir": str(tmp_path),
+        "tasks": [{"name": "dose", "type": "readout",
+                   "template": "I took {value} mg of it.", "values": [100, 1000, 10000]}],
+        "readout": {"layer": 3, "emotions": ["afraid", "calm"]}, "metrics": ["readout"]}))
+    res = steer_cli("run", cfg)
+    assert res.returncode == 0, res.stderr[-2000:]
+    run = tmp_path / res.stdout.strip().splitlines()[-1].split("/")[-1]
+    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+    assert [s["value"] for s in samples] == [100, 1000, 10000]
+    assert samples[2]["prompt"] == "I took 10000 mg of it."
+    assert set(samples[0]["metrics"]) == {"readout.afraid", "readout.calm"}
+    assert (run / "plots" / "dose__readout_by_value.png").is_file()
+    assert "Spearman" in (run / "report.md").read_text()

@@ -74,36 +74,29 @@ def neutral_components(neutral: torch.Tensor, variance: float) -> list[torch.Ten
 
 
 def emotion_effects(story_means: torch.Tensor, labels: list[str], emotions: list[str],
-                    topics: list[str] | None = None, iters: int = 50) -> torch.Tensor:
+                    topics: list[str] | None = None) -> torch.Tensor:
     """Per-emotion mean activation with topic effects removed -> [E, L, d].
 
     Without topics (or with every emotion written on every topic equally often) this is the
-    plain per-emotion mean. When emotions cover different topics, an additive model
-    x = emotion + topic is fitted by alternating means (least squares), so that a topic only
-    some emotions were written about does not leak into their vectors."""
+    plain per-emotion mean, up to a constant shared by all emotions. When emotions cover
+    different topics, the additive model x = emotion + topic is fitted by least squares, so
+    that a topic only some emotions were written about does not leak into their vectors."""
     x = story_means.double()
     e_idx = torch.tensor([emotions.index(lab) for lab in labels])
-    e_count = torch.bincount(e_idx, minlength=len(emotions)).double()[:, None, None]
-
-    def group_mean(values: torch.Tensor, idx: torch.Tensor, n: int, count) -> torch.Tensor:
-        out = torch.zeros(n, *values.shape[1:], dtype=values.dtype)
-        return out.index_add_(0, idx, values) / count
-
     if not topics or len(set(topics)) < 2:
-        return group_mean(x, e_idx, len(emotions), e_count).float()
+        out = torch.zeros(len(emotions), *x.shape[1:], dtype=x.dtype).index_add_(0, e_idx, x)
+        return (out / torch.bincount(e_idx, minlength=len(emotions))[:, None, None]).float()
     names = sorted(set(topics))
     t_idx = torch.tensor([names.index(t) for t in topics])
-    t_count = torch.bincount(t_idx, minlength=len(names)).double()[:, None, None]
-    topic = torch.zeros(len(names), *x.shape[1:], dtype=x.dtype)
-    for _ in range(iters):
-        emo = group_mean(x - topic[t_idx], e_idx, len(emotions), e_count)
-        new_topic = group_mean(x - emo[e_idx], t_idx, len(names), t_count)
-        new_topic -= new_topic.mean(0, keepdim=True)  # fix the split of the shared offset
-        converged = torch.allclose(new_topic, topic, atol=1e-9, rtol=1e-7)
-        topic = new_topic
-        if converged:
-            break
-    return group_mean(x - topic[t_idx], e_idx, len(emotions), e_count).float()
+    n, n_e = len(labels), len(emotions)
+    design = torch.zeros(n, n_e + len(names), dtype=torch.float64)
+    design[torch.arange(n), e_idx] = 1.0
+    design[torch.arange(n), n_e + t_idx] = 1.0
+    # Minimum-norm least squares: emotion effects are fixed up to one shared constant, which
+    # the caller removes by subtracting the mean over emotions.
+    beta = torch.linalg.pinv(design) @ x.reshape(n, -1)
+    emo = beta[:n_e] + beta[n_e:].mean(0, keepdim=True)
+    return emo.reshape(n_e, *x.shape[1:]).float()
 
 
 def difference_of_means(story_means: torch.Tensor, labels: list[str], emotions: list[str],

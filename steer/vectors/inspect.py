@@ -52,7 +52,9 @@ def heldout_accuracy(story_means: torch.Tensor, labels: list[str], topics: list[
                      emotions: list[str], neutral: torch.Tensor | None, variance: float,
                      layers: list[int], k: tuple[int, ...] = (1, 5)) -> pd.DataFrame:
     """Leave-one-topic-out: build vectors without one topic's stories, then read those stories
-    out and rank all emotions by projection. Returns top-k accuracy per layer."""
+    out and rank all emotions by projection. The held-out stories are centred on their own mean
+    (which removes the unseen topic's offset and uses no labels). Returns top-k accuracy per
+    layer."""
     topic_names = sorted(set(topics))
     hits = {(layer, kk): 0 for layer in layers for kk in k}
     n = 0
@@ -64,7 +66,7 @@ def heldout_accuracy(story_means: torch.Tensor, labels: list[str], topics: list[
             continue  # an emotion written only on this topic cannot be scored
         vecs, _ = difference_of_means(story_means[train], train_labels, emotions, neutral,
                                       variance, [topics[i] for i in train])
-        centre = story_means[train].mean(0)
+        centre = story_means[test].mean(0)
         truth = torch.tensor([emotions.index(labels[i]) for i in test])
         for layer in layers:
             units = vecs[:, layer] / vecs[:, layer].norm(dim=-1, keepdim=True)
