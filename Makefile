@@ -40,7 +40,7 @@ lint: setup
 	$(VENV)/bin/ruff check steer tests benchmarks
 
 bench: setup
-	$(VENV)/bin/python benchmarks/run_all.py
+	$(VENV)/bin/python benchmarks/vectors_bench.py
 
 clean:
 	rm -rf $(VENV) runs

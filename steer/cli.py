@@ -51,7 +51,7 @@ def run(config: Annotated[str, typer.Argument(help="Experiment YAML file.")],
     cfg = _load(config, set_)
     plan = make_plan(cfg, config)
     console.print(f"[bold]{cfg.name}[/]: {len(plan.conditions)} conditions, "
-                  f"{plan.n_samples} samples to generate on {cfg.model.name}", highlight=False)
+                  f"{plan.n_samples} samples on {cfg.model.name}", highlight=False)
     run_dir = run_experiment(cfg, config, quiet=quiet)
     if not quiet:
         import pandas as pd

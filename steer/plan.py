@@ -55,6 +55,7 @@ class Plan:
     conditions: list[Condition]
     prompts: dict[str, list[str]]  # task -> prompts
     seeds: list[int]
+    readout_tasks: frozenset[str] = frozenset()
 
     @property
     def unique_conditions(self) -> list[Condition | None]:
@@ -66,10 +67,12 @@ class Plan:
 
     @property
     def n_samples(self) -> int:
-        n_items = sum(len(p) for p in self.prompts.values())
-        return len(self.unique_conditions) * n_items * len(self.seeds)
+        """Samples to compute: read-out tasks are deterministic and use the first seed only."""
+        n = sum(len(p) * (1 if t in self.readout_tasks else len(self.seeds))
+                for t, p in self.prompts.items())
+        return len(self.unique_conditions) * n
 
 
 def make_plan(cfg: ExperimentConfig, source: str | Path | None = None) -> Plan:
     return Plan(conditions(cfg), {t.name: task_prompts(t, source) for t in cfg.tasks},
-                list(cfg.seeds))
+                list(cfg.seeds), frozenset(t.name for t in cfg.tasks if t.type == "readout"))
