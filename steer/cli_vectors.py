@@ -33,19 +33,10 @@ def _model(model: str, device: str, dtype: str):
 
 def _vectors(m, corpus: str, neutral: str | None, token_offset: int, denoise: float,
              rebuild: bool = False):
-    from steer import progress
     from steer.vectors.corpus import load_corpus
-    from steer.vectors.store import build_or_load
+    from steer.vectors.store import vectors_for
 
-    c = load_corpus(corpus, neutral)
-    with progress.task("emotion vectors", len(c.stories) + len(c.neutral)) as adv:
-        seen = [0]
-
-        def tick(done: int, total: int):
-            adv(done - seen[0])
-            seen[0] = done
-
-        return build_or_load(m, c, token_offset, denoise, progress=tick, rebuild=rebuild)
+    return vectors_for(m, load_corpus(corpus, neutral), token_offset, denoise, rebuild=rebuild)
 
 
 def _default_layer(m) -> int:

@@ -137,16 +137,22 @@ def dose_response_plots(summary: pd.DataFrame, out_dir: Path, vectors: list[str]
                     ax.fill_between(g.scale, g.ci_low, g.ci_high, color=line.get_color(),
                                     alpha=0.2)
             ax.axvline(0, color="0.8", lw=0.8)
-            ax.set_xlabel("steering scale (fraction of median residual norm)")
-            ax.set_ylabel(m)
-            ax.set_title(f"{task}: {m}")
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            path = out_dir / f"{task}__{m.replace('.', '_')}.png"
-            fig.savefig(path)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(_save(fig, ax, "steering scale (fraction of median residual norm)", m,
+                               f"{task}: {m}", out_dir / f"{task}__{m.replace('.', '_')}.png"))
     return paths
+
+
+def _save(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def report_markdown(cfg, summary: pd.DataFrame, plots: list[Path],
@@ -224,13 +230,7 @@ def value_plots(results: pd.DataFrame, values: dict[str, list], emotions: list[s
             ax.set_xscale("log")
         if not numeric:
             ax.set_xticks(range(len(vals)), [str(v) for v in vals], rotation=30)
-        ax.set_xlabel("value")
-        ax.set_ylabel("read-out (fraction of median norm)")
-        ax.set_title(f"{task}: emotion read-outs against the value")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"{task}__readout_by_value.png"
-        fig.savefig(path)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, ax, "value", "read-out (fraction of median norm)",
+                           f"{task}: emotion read-outs against the value",
+                           out_dir / f"{task}__readout_by_value.png"))
     return paths

@@ -73,7 +73,7 @@ def run_experiment(cfg: ExperimentConfig, source: str | Path, quiet: bool = Fals
 def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, model) -> None:
     from steer.model import describe, load_model
     from steer.vectors.corpus import load_corpus
-    from steer.vectors.store import build_or_load
+    from steer.vectors.store import vectors_for
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -94,16 +94,8 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
                               f" (layers, width), the model is {(model.n_layers, model.d_model)}")
     else:
         corpus = load_corpus(cfg.vectors.corpus, cfg.vectors.neutral)
-        total = len(corpus.stories) + len(corpus.neutral)
-        with progress.task("emotion vectors", total, quiet) as adv:
-            seen = [0]
-
-            def tick(done: int, total: int):
-                adv(done - seen[0])
-                seen[0] = done
-
-            vectors = build_or_load(model, corpus, cfg.vectors.token_offset,
-                                    cfg.vectors.denoise_variance, progress=tick)
+        vectors = vectors_for(model, corpus, cfg.vectors.token_offset,
+                              cfg.vectors.denoise_variance, quiet)
     model.resid_norms()
     timings["vectors"] = time.perf_counter() - t
 

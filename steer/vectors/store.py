@@ -83,30 +83,23 @@ def _settings(token_offset: int, denoise_variance: float) -> dict:
 
 
 def build_or_load(model, corpus, token_offset: int = 4, denoise_variance: float = 0.5,
-                  batch_size: int = 16, progress: Callable[[int, int], None] | None = None,
+                  batch_size: int = 16, progress: Callable[[int], None] | None = None,
                   rebuild: bool = False) -> EmotionVectors:
     """Vectors for every emotion in `corpus` at every layer of `model`, from cache when possible.
 
-    `progress(done, total)` is called as texts are read."""
+    `progress(n)` is called with the number of texts read since the last call."""
     from steer.vectors.extract import difference_of_means, text_means
 
     settings = _settings(token_offset, denoise_variance)
-    folder = cache_dir() / "vectors" / cache_key(model, corpus.hash(), settings)
+    folder = cache_folder(model, corpus, token_offset, denoise_variance)
     if not rebuild and (folder / "vectors.json").exists():
         return EmotionVectors.load(folder)
     t0 = time.perf_counter()
     stories = [s.text for s in corpus.stories]
     neutral = corpus.neutral if denoise_variance > 0 else []
-    total, done = len(stories) + len(neutral), 0
-
-    def tick(n: int):
-        nonlocal done
-        done += n
-        if progress:
-            progress(done, total)
-
-    story_means = text_means(model, stories, token_offset, batch_size, tick)
-    neutral_means = text_means(model, neutral, token_offset, batch_size, tick) if neutral else None
+    story_means = text_means(model, stories, token_offset, batch_size, progress)
+    neutral_means = (text_means(model, neutral, token_offset, batch_size, progress)
+                     if neutral else None)
     emotions = corpus.emotions
     vecs, ks = difference_of_means(story_means, [s.emotion for s in corpus.stories], emotions,
                                    neutral_means, denoise_variance,
@@ -129,6 +122,20 @@ def build_or_load(model, corpus, token_offset: int = 4, denoise_variance: float 
     os.replace(tmp, folder / "activations.safetensors")
     ev.save(folder)
     return ev
+
+
+def vectors_for(model, corpus, token_offset: int = 4, denoise_variance: float = 0.5,
+                quiet: bool = False, rebuild: bool = False) -> EmotionVectors:
+    """build_or_load with a progress bar while building (none when the cache answers)."""
+    from steer import progress
+
+    folder = cache_folder(model, corpus, token_offset, denoise_variance)
+    if not rebuild and (folder / "vectors.json").exists():
+        return EmotionVectors.load(folder)
+    total = len(corpus.stories) + (len(corpus.neutral) if denoise_variance > 0 else 0)
+    with progress.task("emotion vectors", total, quiet) as advance:
+        return build_or_load(model, corpus, token_offset, denoise_variance, progress=advance,
+                             rebuild=rebuild)
 
 
 def cache_folder(model, corpus, token_offset: int = 4, denoise_variance: float = 0.5) -> Path:
