@@ -80,11 +80,12 @@ def validate(config: Annotated[str, typer.Argument(help="Experiment YAML file.")
 
 
 def _register_subcommands():
-    from steer.cli_vectors import corpus_app, readout, vectors_app
+    from steer.cli_vectors import corpus_app, monitor, readout, vectors_app
 
     app.add_typer(vectors_app, name="vectors")
     app.add_typer(corpus_app, name="corpus")
     app.command("readout")(readout)
+    app.command("monitor")(monitor)
 
 
 _register_subcommands()

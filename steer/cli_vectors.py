@@ -343,3 +343,43 @@ def corpus_generate(
     progress.console.print(f"{counts['written']} stories -> {out} (dropped: "
                            f"{counts['named_emotion']} named their emotion, "
                            f"{counts['too_short']} too short)", highlight=False)
+
+
+def monitor(source: Annotated[str, typer.Argument(
+                help="Text to trace, or a file (plain text, or JSONL of chat messages with "
+                     "'role' and 'content').")],
+            out: Annotated[Path, typer.Option(help="Heatmap PNG; a CSV is written beside it.")
+                           ] = Path("runs/monitor.png"),
+            emotions: Annotated[str, typer.Option(help="Comma-separated emotions.")] =
+            "desperate,calm,afraid,nervous,happy,sad,angry",
+            layer: Annotated[int | None, typer.Option(help="Read-out layer.")] = None,
+            model: ModelOpt = "smollm2-135m-instruct", corpus: CorpusOpt = "builtin",
+            neutral: NeutralOpt = None, token_offset: OffsetOpt = 4, denoise: DenoiseOpt = 0.5,
+            device: DeviceOpt = "auto", dtype: DtypeOpt = "auto"):
+    """Trace emotions token by token over a prompt or a transcript, as a heatmap and a CSV."""
+    from steer.metrics.readout import token_trace, trace_heatmap
+    from steer.progress import console
+
+    path = Path(source)
+    m = _model(model, device, dtype)
+    if path.is_file() and path.suffix == ".jsonl":
+        msgs = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        if not all(isinstance(x, dict) and {"role", "content"} <= set(x) for x in msgs):
+            raise SteerError(f"{path}: expected one {{'role', 'content'}} object per line")
+        text = (m.tokenizer.apply_chat_template(msgs, tokenize=False) if m.has_chat_template
+                else "\n".join(f"{x['role']}: {x['content']}" for x in msgs))
+    elif path.is_file():
+        text = path.read_text(encoding="utf-8")
+    else:
+        text = source
+    ev = _vectors(m, corpus, neutral, token_offset, denoise)
+    layer = _default_layer(m) if layer is None else layer
+    if not 0 <= layer < m.n_layers:
+        raise VectorError(f"layer {layer} is outside 0..{m.n_layers - 1}")
+    names = [e.strip() for e in emotions.split(",") if e.strip()]
+    trace = token_trace(m, ev, text, layer, names)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    trace.to_csv(out.with_suffix(".csv"), index=False)
+    trace_heatmap(trace, out, f"{m.name}, layer {layer}")
+    console.print(f"{len(trace)} tokens x {len(names)} emotions -> {out} and "
+                  f"{out.with_suffix('.csv')}", highlight=False)

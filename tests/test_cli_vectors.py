@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -89,3 +90,24 @@ def test_corpus_generate_writes_a_checked_corpus(tmp_path):
                for r in rows)
     if rows:
         assert check_corpus(load_corpus(out)) == []
+
+
+def test_monitor_traces_every_token_of_a_transcript(tmp_path, tiny, tiny_vectors):
+    from steer.metrics.readout import token_trace
+
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"role": "user", "content": "The tests keep failing."}) + "\n" +
+                    json.dumps({"role": "assistant", "content": "Let us look calmly."}) + "\n")
+    out = tmp_path / "trace.png"
+    res = steer_cli("monitor", chat, "--out", out, "--emotions", "desperate,calm", "--layer", "2",
+                    *TINY)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = pd.read_csv(out.with_suffix(".csv"))
+    text = tiny.tokenizer.apply_chat_template(
+        [json.loads(x) for x in chat.read_text().splitlines()], tokenize=False)
+    expected = token_trace(tiny, tiny_vectors, text, 2, ["desperate", "calm"])
+    assert len(got) == len(expected) == len(tiny.encode([text])[0][0])
+    assert list(got.columns) == ["token", "desperate", "calm"]
+    assert np.allclose(got[["desperate", "calm"]].to_numpy(),
+                       expected[["desperate", "calm"]].to_numpy(), atol=1e-5, equal_nan=True)
+    assert out.stat().st_size > 5000
