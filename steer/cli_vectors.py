@@ -39,8 +39,12 @@ def _vectors(m, corpus: str, neutral: str | None, token_offset: int, denoise: fl
     return vectors_for(m, load_corpus(corpus, neutral), token_offset, denoise, rebuild=rebuild)
 
 
-def _default_layer(m) -> int:
-    return round(0.55 * m.n_layers)
+def _layer(m, layer: int | None) -> int:
+    """The asked-for layer, checked, or the model's default read-out layer."""
+    layer = m.default_readout_layer if layer is None else layer
+    if not 0 <= layer < m.n_layers:
+        raise VectorError(f"layer {layer} is outside 0..{m.n_layers - 1}")
+    return layer
 
 
 @vectors_app.command("build")
@@ -93,7 +97,7 @@ def show(emotion: Annotated[str, typer.Argument(help="Emotion id or alias.")],
     m = _model(model, device, dtype)
     ev = _vectors(m, corpus, neutral, token_offset, denoise)
     i = ev.index(emotion)
-    layer = _default_layer(m) if layer is None else layer
+    layer = _layer(m, layer)
     norms = m.resid_norms()
     rel = [float(ev.vectors[i, L].norm() / norms[L]) for L in range(m.n_layers)]
     console.print(f"[bold]{ev.names[i]}[/]: norm / median residual norm per layer: "
@@ -232,9 +236,7 @@ def readout(file: Annotated[Path, typer.Argument(help="Texts: .jsonl, .csv/.tsv 
     m = _model(model, device, dtype)
     ev = _vectors(m, corpus, neutral, token_offset, denoise)
     names = [e.strip() for e in emotions.split(",")] if emotions else None
-    layer = _default_layer(m) if layer is None else layer
-    if not 0 <= layer < m.n_layers:
-        raise VectorError(f"layer {layer} is outside 0..{m.n_layers - 1}")
+    layer = _layer(m, layer)
     df = readout_texts(m, ev, texts, layer, names)
     if out.suffix == ".csv":
         df.to_csv(out, index=False)
@@ -373,9 +375,7 @@ def monitor(source: Annotated[str, typer.Argument(
     else:
         text = source
     ev = _vectors(m, corpus, neutral, token_offset, denoise)
-    layer = _default_layer(m) if layer is None else layer
-    if not 0 <= layer < m.n_layers:
-        raise VectorError(f"layer {layer} is outside 0..{m.n_layers - 1}")
+    layer = _layer(m, layer)
     names = [e.strip() for e in emotions.split(",") if e.strip()]
     trace = token_trace(m, ev, text, layer, names)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from steer.steering import Intervention, capture, steer_rows
-from steer.vectors.extract import masked_means
+from steer.vectors.extract import _keep_mask, masked_means
 
 
 @dataclass
@@ -242,10 +242,7 @@ def readout_prompts(model, rows: Sequence[GenRow], skip: Sequence[int], vectors,
     results: list[dict[str, float] | None] = [None] * len(rows)
     for idx in _batches([len(r.prompt) for r in rows], batch_size):
         ids, mask = model.encode([rows[i].prompt for i in idx])
-        real = mask.bool()
-        rel = real.long().cumsum(dim=1) - 1
-        keep = real & (rel >= torch.tensor([max(1, skip[i]) for i in idx],
-                                           device=ids.device)[:, None])
+        keep = _keep_mask(mask, torch.tensor([skip[i] for i in idx]))
         with torch.no_grad(), steer_rows(model, [rows[i].interventions for i in idx],
                                          vectors) as rs, capture(model, [readout_layer]) as acts:
             rs.phase = "prompt"

@@ -260,6 +260,11 @@ class SteerModel:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
+    @property
+    def default_readout_layer(self) -> int:
+        """A little past half depth, where read-outs of real text were best on SmolLM2."""
+        return round(0.55 * self.n_layers)
+
     @staticmethod
     def resid_hook(layer: int) -> str:
         """The hook point steered and read at `layer`: the residual stream after block `layer`."""

@@ -99,8 +99,8 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
     model.resid_norms()
     timings["vectors"] = time.perf_counter() - t
 
-    readout_layer = cfg.readout.layer if cfg.readout.layer is not None else round(
-        0.55 * model.n_layers)
+    readout_layer = (cfg.readout.layer if cfg.readout.layer is not None
+                     else model.default_readout_layer)
     emotions = [vectors.names[vectors.index(e)] for e in (cfg.readout.emotions or vectors.names)]
     g = cfg.generation
 

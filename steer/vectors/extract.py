@@ -13,13 +13,15 @@ import torch
 from steer.vectors.norms import OUTLIER_FACTOR
 
 
-def _keep_mask(mask: torch.Tensor, offset: int) -> torch.Tensor:
-    """Real tokens at least `offset` tokens after the first (position 0 never counts).
+def _keep_mask(mask: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
+    """Real tokens at least `offset` tokens after the first (position 0 never counts); `offset`
+    may be one number or one per row.
 
     Texts shorter than the offset fall back to all their tokens after the first."""
     real = mask.bool()
     rel = real.long().cumsum(dim=1) - 1  # index among real tokens
-    keep = real & (rel >= max(offset, 1))
+    offset = torch.as_tensor(offset, device=mask.device).clamp(min=1).reshape(-1, 1)
+    keep = real & (rel >= offset)
     short = keep.sum(dim=1) == 0
     keep[short] = (real & (rel >= 1))[short]
     return keep
