@@ -51,7 +51,7 @@ def direction(expr: str, vectors, layer: int, d_model: int) -> torch.Tensor:
         raise SteeringError(f"vector {terms[0][1]!r} needs emotion vectors, and none are loaded")
     units = [(coef, vectors.get(name, layer).float()) for coef, name in terms]
     units = [(coef, v / v.norm()) for coef, v in units]
-    if len(units) == 1:
+    if len(units) == 1 and units[0][0] != 0:
         return units[0][1] * (1.0 if units[0][0] > 0 else -1.0)
     total = sum(coef * v for coef, v in units)
     n = total.norm()
