@@ -45,7 +45,13 @@ def run(config: Annotated[str, typer.Argument(help="Experiment YAML file.")],
     """Run an experiment and write one run directory; prints its path."""
     from steer.plan import make_plan
     from steer.progress import console
-    from steer.report import summary_table, trends_table
+    from steer.report import (
+        effects_table,
+        headline_metrics,
+        is_behaviour,
+        summary_table,
+        trends_table,
+    )
     from steer.runner import run_experiment
 
     cfg = _load(config, set_)
@@ -61,6 +67,10 @@ def run(config: Annotated[str, typer.Argument(help="Experiment YAML file.")],
         console.print(summary_table(summary, vecs))
         if cfg.steering:
             console.print(trends_table(summary, vecs))
+            eff_path = run_dir.path / "effects.csv"
+            beh = [m for m in headline_metrics(summary, vecs) if is_behaviour(m)]
+            if eff_path.exists() and beh:
+                console.print(effects_table(pd.read_csv(eff_path), beh))
     typer.echo(str(run_dir.path))
 
 

@@ -81,14 +81,39 @@ class GenerationSpec(_Strict):
 class TaskSpec(_Strict):
     """`generate`: the model replies to each prompt and the replies are scored.
     `readout`: the model only reads each prompt; its emotion read-outs over the user's message
-    are recorded (e.g. a `template` with a `{value}` slot filled from `values`)."""
+    are recorded (e.g. a `template` with a `{value}` slot filled from `values`).
+    `choice`: A/B (or more) behaviour items scored from the answer letters' log-probabilities
+    (`suite`: a built-in suite, or `file`: JSONL in steer's or Anthropic's evals format).
+    `preference`: pairs of activities, "I prefer (" prefilled; Elo per activity.
+    `code`: impossible coding tasks run in a sandbox; each attempt classified."""
 
     name: str = Field(min_length=1)
-    type: Literal["generate", "readout"] = "generate"
+    type: Literal["generate", "readout", "choice", "preference", "code"] = "generate"
     prompts: list[str] = Field(default_factory=list)
     prompts_file: str | None = None
     template: str | None = None
     values: list[float | int | str] | None = None
+    suite: str | None = None
+    file: str | None = None
+    behavior: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+$")
+    stem: str | None = None
+    limit: int | None = Field(None, ge=1)
+    pairs: Literal["all"] | int = Field("all")
+    attempts: int = Field(1, ge=1, le=20)
+    max_new_tokens: int | None = Field(None, ge=1, le=4096)
+    timeout_s: float = Field(5.0, gt=0, le=600)
+    memory_mb: int = Field(512, ge=64, le=65536)
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError("'all' or a number of opponents per activity >= 1")
+        return v
+
+
+ITEM_TASKS = ("choice", "preference", "code")
+DEFAULT_STEMS = {"choice": "I choose (", "preference": "I prefer ("}
 
 
 class ReadoutSpec(_Strict):
@@ -298,7 +323,13 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
             raise ConfigError(source, f"readout.emotions[{i}]", name,
                               f"an emotion with a vector ({_choices(known)})")
     for i, task in enumerate(cfg.tasks):
-        if task.prompts_file is not None:
+        if task.type in ITEM_TASKS:
+            _check_item_task(task, i, source, base)
+        elif task.suite is not None or task.file is not None:
+            raise ConfigError(source, f"tasks[{i}].{'suite' if task.suite else 'file'}",
+                              task.suite or task.file,
+                              "no suite or file for a generate or readout task (use prompts)")
+        elif task.prompts_file is not None:
             p = Path(task.prompts_file)
             if not p.is_absolute() and not p.exists():
                 p = base / p
@@ -319,6 +350,44 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
     for i, n in enumerate(names):
         if names.index(n) != i:
             raise ConfigError(source, f"tasks[{i}].name", n, "a task name used once")
+
+
+def _check_item_task(task: TaskSpec, i: int, source: str, base: Path) -> None:
+    from steer.tasks.items import (
+        ACTIVITIES,
+        CHOICE_SUITES,
+        CODE_SUITES,
+        TaskDataError,
+        load_activities,
+        load_choice_items,
+        load_code_tasks,
+    )
+
+    builtin = {"choice": CHOICE_SUITES, "preference": (ACTIVITIES,), "code": CODE_SUITES}[task.type]
+    if task.suite is not None and task.file is not None:
+        raise ConfigError(source, f"tasks[{i}].file", task.file, "either suite or file, not both")
+    if task.suite is None and task.file is None:
+        if task.type == "choice":
+            raise ConfigError(source, f"tasks[{i}].suite", None,
+                              f"a built-in suite ({', '.join(CHOICE_SUITES)}) or a file")
+        task.suite = builtin[0]
+    if task.suite is not None and task.suite not in builtin:
+        raise ConfigError(source, f"tasks[{i}].suite", task.suite,
+                          f"a built-in suite ({', '.join(builtin)})")
+    if task.prompts or task.prompts_file or task.template:
+        raise ConfigError(source, f"tasks[{i}].prompts", task.prompts or task.prompts_file
+                          or task.template, f"no prompts for a {task.type} task (its items come "
+                          "from its suite or file)")
+    if task.stem is None and task.type in DEFAULT_STEMS:
+        task.stem = DEFAULT_STEMS[task.type]
+    loader = {"choice": load_choice_items, "preference": load_activities,
+              "code": load_code_tasks}[task.type]
+    try:
+        loader(task.suite or task.file, base, task.limit)
+    except TaskDataError as e:
+        key = "suite" if task.suite else "file"
+        raise ConfigError(source, f"tasks[{i}].{key}", task.suite or task.file,
+                          f"a readable {task.type} file ({e})") from None
 
 
 def _choices(names: set[str], limit: int = 12) -> str:
@@ -351,6 +420,17 @@ def load_config(path: str | Path, overrides: list[str] | None = None
 
 
 def task_prompts(task: TaskSpec, source: str | Path | None = None) -> list[str]:
+    """The prompts of a generate/readout task; for item tasks, a one-line text per item."""
+    if task.type in ITEM_TASKS:
+        from steer.tasks.items import load_activities, load_choice_items, load_code_tasks
+
+        base = Path(source).parent if source is not None else None
+        src = task.suite or task.file
+        if task.type == "choice":
+            return [it.prompt for it in load_choice_items(src, base, task.limit)]
+        if task.type == "preference":
+            return [a.text for a in load_activities(src, base, task.limit)]
+        return [t.spec for t in load_code_tasks(src, base, task.limit)]
     prompts = list(task.prompts)
     if task.template is not None:
         prompts += [task.template.replace("{value}", str(v)) for v in task.values or []]

@@ -254,3 +254,26 @@ def readout_prompts(model, rows: Sequence[GenRow], skip: Sequence[int], vectors,
         if progress:
             progress(len(idx))
     return results  # type: ignore[return-value]
+
+
+def next_token_logprobs(model, rows: Sequence[GenRow], candidates: Sequence[Sequence[int]],
+                        vectors=None, batch_size: int = 32,
+                        progress: Callable[[int], None] | None = None) -> list[list[float]]:
+    """For each row (a formatted prompt, usually ending in an answer stem such as "I choose ("),
+    the log-probabilities of its candidate next tokens under the row's interventions.
+
+    One forward pass per batch; positions "generated" steer only the last prompt token, the
+    one whose output is being read."""
+    results: list[list[float] | None] = [None] * len(rows)
+    for idx in _batches([len(r.prompt) for r in rows], batch_size):
+        ids, mask = model.encode([rows[i].prompt for i in idx])
+        with torch.no_grad(), steer_rows(model, [rows[i].interventions for i in idx],
+                                         vectors) as rs:
+            rs.phase = "prompt"
+            logits = model.bridge(ids, attention_mask=mask, logits_to_keep=1)
+        lp = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
+        for r, i in enumerate(idx):
+            results[i] = [float(lp[r, t]) for t in candidates[i]]
+        if progress:
+            progress(len(idx))
+    return results  # type: ignore[return-value]

@@ -272,11 +272,16 @@ class SteerModel:
 
     def format_prompt(self, user: str, system: str | None = None) -> str:
         """A prompt as the model expects it: its chat template where it has one."""
+        return self.format_messages([{"role": "user", "content": user}], system)
+
+    def format_messages(self, messages: list[dict], system: str | None = None) -> str:
+        """A conversation (user/assistant turns, the last one the user's) formatted for the
+        model, ending where the assistant's next reply begins."""
         if not self.has_chat_template:
-            return user if system is None else f"{system}\n\n{user}"
-        msgs = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user}
-        ]
+            turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+            text = "\n\n".join(turns) if len(messages) > 1 else messages[0]["content"]
+            return text if system is None else f"{system}\n\n{text}"
+        msgs = ([{"role": "system", "content": system}] if system else []) + list(messages)
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,7 +55,7 @@ class Plan:
     conditions: list[Condition]
     prompts: dict[str, list[str]]  # task -> prompts
     seeds: list[int]
-    readout_tasks: frozenset[str] = frozenset()
+    single_seed_tasks: frozenset[str] = frozenset()  # deterministic tasks
 
     @property
     def unique_conditions(self) -> list[Condition | None]:
@@ -67,12 +67,15 @@ class Plan:
 
     @property
     def n_samples(self) -> int:
-        """Samples to compute: read-out tasks are deterministic and use the first seed only."""
-        n = sum(len(p) * (1 if t in self.readout_tasks else len(self.seeds))
+        """Samples to compute: deterministic tasks (read-outs, log-probabilities) use the first
+        seed only."""
+        n = sum(len(p) * (1 if t in self.single_seed_tasks else len(self.seeds))
                 for t, p in self.prompts.items())
         return len(self.unique_conditions) * n
 
 
 def make_plan(cfg: ExperimentConfig, source: str | Path | None = None) -> Plan:
     return Plan(conditions(cfg), {t.name: task_prompts(t, source) for t in cfg.tasks},
-                list(cfg.seeds), frozenset(t.name for t in cfg.tasks if t.type == "readout"))
+                list(cfg.seeds),
+                frozenset(t.name for t in cfg.tasks
+                          if t.type in ("readout", "choice", "preference")))

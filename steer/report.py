@@ -25,12 +25,93 @@ def _steered_emotions(vectors: list[str]) -> list[str]:
     return out
 
 
+def is_behaviour(metric: str) -> bool:
+    return metric.startswith(("p_", "elo.")) or metric.endswith("_rate")
+
+
 def headline_metrics(summary: pd.DataFrame, vectors: list[str]) -> list[str]:
     present = set(summary.metric)
+    behaviour = sorted(m for m in present if is_behaviour(m)
+                       and m not in ("honest_fail_rate", "explained_rate", "broken_rate"))
     ro = [f"readout.{e}" for e in _steered_emotions(vectors) if f"readout.{e}" in present]
     if not ro:
         ro = sorted(m for m in present if m.startswith("readout."))[:4]
-    return ro + [m for m in PLAIN_METRICS if m in present]
+    return behaviour + ro + [m for m in PLAIN_METRICS if m in present]
+
+
+def effects(results: pd.DataFrame, metrics: list[str] | None = None, n_boot: int = 2000
+            ) -> pd.DataFrame:
+    """Per task, vector, layer and metric: the dose-response slope against scale with a 95%
+    cluster-bootstrap CI (each item's own slope; items resampled), the difference from the
+    unsteered baseline at the largest positive and the most negative scale with sign-flip
+    permutation p-values (paired by item), and the same slope for the random-direction
+    control, with `exceeds_random`: the two slope CIs do not overlap."""
+    from steer.metrics.stats import permutation_p, slope_ci
+
+    df = results.dropna(subset=["value"])
+    if metrics is not None:
+        df = df[df.metric.isin(metrics)]
+    rnd = df[df.vector.str.startswith("random-")]
+    if not rnd.empty:
+        # pooled control: every (item, direction) is one unit of the bootstrap
+        df = pd.concat([df, rnd.assign(vector="random", item=rnd.item.astype(str) + "/"
+                                       + rnd.vector)], ignore_index=True)
+    df = df.assign(item=df.item.astype(str))
+    rows = []
+    for (task, vec, layer, metric), g in df.groupby(["task", "vector", "layer", "metric"]):
+        table = g.pivot_table(index="item", columns="scale", values="value", aggfunc="mean")
+        if table.shape[1] < 2:
+            continue
+        scales = table.columns.to_numpy(dtype=float)
+        slope, lo, hi = slope_ci(scales, table.to_numpy(), n_boot)
+        row = dict(task=task, vector=vec, layer=layer, metric=metric, slope=slope,
+                   slope_low=lo, slope_high=hi, n_items=len(table))
+        if 0.0 in table.columns:
+            for label, sc in (("top", scales.max()), ("bottom", scales.min())):
+                if sc == 0:
+                    continue
+                d = (table[sc] - table[0.0]).to_numpy()
+                row[f"diff_{label}"] = float(pd.Series(d).mean())
+                row[f"p_{label}"] = permutation_p(d)
+                row[f"scale_{label}"] = float(sc)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    control = "random" if "random" in set(out.vector) else None
+    flags, r_lo, r_hi = [], [], []
+    for r in out.itertuples():
+        ref = out[(out.task == r.task) & (out.vector == control) & (out.layer == r.layer)
+                  & (out.metric == r.metric)] if control else out.iloc[0:0]
+        if r.vector.startswith("random") or ref.empty:
+            flags.append(None)
+            r_lo.append(float("nan"))
+            r_hi.append(float("nan"))
+            continue
+        lo, hi = float(ref.slope_low.iloc[0]), float(ref.slope_high.iloc[0])
+        r_lo.append(lo)
+        r_hi.append(hi)
+        flags.append(bool(r.slope_low > hi or r.slope_high < lo))
+    return out.assign(random_slope_low=r_lo, random_slope_high=r_hi, exceeds_random=flags)
+
+
+def effects_table(eff: pd.DataFrame, metrics: list[str]) -> Table:
+    table = Table(title="dose-response slope per unit scale (95% CI), vs the random control",
+                  title_style="bold")
+    for col in ("task", "vector", "metric", "slope [95% CI]", "random slope CI",
+                "diff @top (p)", "exceeds random"):
+        table.add_column(col, justify="left" if col in ("task", "vector", "metric") else "right")
+    if eff.empty:
+        return table
+    for r in eff[eff.metric.isin(metrics) & ~eff.vector.str.startswith("random")].itertuples():
+        diff = (f"{r.diff_top:+.3g} (p={r.p_top:.2g})" if pd.notna(getattr(r, "diff_top", None))
+                else "")
+        rnd = ("" if pd.isna(r.random_slope_low)
+               else f"[{r.random_slope_low:+.3g}, {r.random_slope_high:+.3g}]")
+        flag = "" if pd.isna(r.exceeds_random) else ("yes" if bool(r.exceeds_random) else "no")
+        table.add_row(r.task, f"{r.vector} (L{r.layer})", r.metric,
+                      f"{r.slope:+.3g} [{r.slope_low:+.3g}, {r.slope_high:+.3g}]", rnd, diff, flag)
+    return table
 
 
 def summary_table(summary: pd.DataFrame, vectors: list[str]) -> Table:
@@ -156,7 +237,8 @@ def _save(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
 
 
 def report_markdown(cfg, summary: pd.DataFrame, plots: list[Path],
-                    by_value: pd.DataFrame | None = None) -> str:
+                    by_value: pd.DataFrame | None = None, eff: pd.DataFrame | None = None,
+                    extra: list[str] | None = None) -> str:
     st = cfg.steering
     vectors = list(st.vectors) if st else []
     tr = trends(summary, vectors)
@@ -170,9 +252,21 @@ def report_markdown(cfg, summary: pd.DataFrame, plots: list[Path],
     if not tr.empty:
         lines.append(tr.to_markdown(index=False, floatfmt=".3f") if _has_tabulate()
                      else "```\n" + tr.to_string(index=False) + "\n```")
+    if eff is not None and not eff.empty:
+        beh = eff[eff.metric.map(is_behaviour)]
+        if not beh.empty:
+            lines += ["", "## Behaviour: dose-response slopes", "",
+                      "Slope of each behaviour metric against scale (per unit of scale, i.e. per "
+                      "1.0 x the median residual norm) with a 95% cluster-bootstrap CI over "
+                      "items; `diff_top`/`diff_bottom`: difference from the unsteered model at "
+                      "the largest / most negative scale, with sign-flip permutation p-values; "
+                      "`exceeds_random`: the slope's CI does not overlap the random-direction "
+                      "control's.", "", "```",
+                      beh.round(4).to_string(index=False), "```"]
     if by_value is not None and not by_value.empty:
         lines += ["", "## Read-outs against the swept value (Spearman rho)", "",
                   "```", by_value.to_string(index=False), "```"]
+    lines += extra or []
     lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
     lines += ["", "Full numbers: `summary.csv` (per condition), `results.parquet` (per sample), "
               "`samples.jsonl` (texts).", ""]

@@ -108,6 +108,8 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
     kinds = {t.name: t.type for t in cfg.tasks}
     keys, rows, rkeys, rrows, rskip = [], [], [], [], []
     for task_name, prompts in plan.prompts.items():
+        if kinds[task_name] not in ("generate", "readout"):
+            continue
         is_readout = kinds[task_name] == "readout"
         for item, prompt in enumerate(prompts):
             text = model.format_prompt(prompt, g.system_prompt)
@@ -148,6 +150,19 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
                                    g.batch_size, adv)
     timings["score"] = time.perf_counter() - t
 
+    from steer.tasks import TaskContext
+
+    ctx = TaskContext(model, vectors, cfg, plan, readout_layer, emotions, quiet)
+    item_outcomes = []
+    for task in cfg.tasks:
+        if task.type in ("choice", "preference", "code"):
+            import importlib
+
+            t = time.perf_counter()
+            module = importlib.import_module(f"steer.tasks.{task.type}")
+            item_outcomes.append((task.name, module.execute(ctx, task, Path(source).parent)))
+            timings[f"task.{task.name}"] = time.perf_counter() - t
+
     samples, records = [], []
 
     def record(task_name, item, seed, cond, metrics, extra):
@@ -180,6 +195,10 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
         extra = {"value": values[task_name][item]} if task_name in values else {}
         record(task_name, item, seed, cond, {f"readout.{e}": v for e, v in ro.items()}, extra)
 
+    for task_name, outcomes in item_outcomes:
+        for o in outcomes:
+            record(task_name, o.item, o.seed, o.cond, o.metrics, o.extra)
+
     results = pd.DataFrame.from_records(
         records, columns=["task", "item", "vector", "layer", "scale", "seed", "metric", "value"])
     summary = summarize(results)
@@ -187,7 +206,13 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
     run.write_results(results)
     run.write_summary(summary)
 
-    from steer.report import dose_response_plots, report_markdown, value_plots, value_trends
+    from steer.report import (
+        dose_response_plots,
+        effects,
+        report_markdown,
+        value_plots,
+        value_trends,
+    )
 
     plots = dose_response_plots(summary, run.plots, [c.vector for c in plan.conditions])
     values = {t.name: t.values for t in cfg.tasks if t.type == "readout" and t.values}
@@ -196,7 +221,16 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
         plots += value_plots(results, values, list(cfg.readout.emotions or emotions[:6]),
                              run.plots)
         trend_by_value = value_trends(results, values)
-    run.write_report(report_markdown(cfg, summary, plots, trend_by_value))
+    eff = effects(results) if cfg.steering else pd.DataFrame()
+    if not eff.empty:
+        run.write_table("effects.csv", eff)
+    extra: list[str] = []
+    for task_name, outcomes in item_outcomes:
+        if kinds[task_name] == "preference":
+            from steer.tasks.preference import write_tables
+
+            extra += write_tables(run, task_name, outcomes, results, plan, cfg)
+    run.write_report(report_markdown(cfg, summary, plots, trend_by_value, eff, extra))
     timings["total"] = time.perf_counter() - t0
     run.write_manifest({
         "name": cfg.name, "config_source": str(source), "status": "complete",

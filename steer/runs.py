@@ -93,5 +93,9 @@ class RunDir:
     def write_summary(self, df: pd.DataFrame) -> None:
         atomic_write_text(self.path / "summary.csv", df[SUMMARY_COLUMNS].to_csv(index=False))
 
+    def write_table(self, name: str, df: pd.DataFrame) -> None:
+        """An extra CSV table (e.g. effects.csv, elo.csv) at the top of the run directory."""
+        atomic_write_text(self.path / name, df.to_csv(index=False))
+
     def write_report(self, markdown: str) -> None:
         atomic_write_text(self.path / "report.md", markdown)

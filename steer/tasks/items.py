@@ -1,0 +1,188 @@
+"""Items of the behavioural tasks, from the built-in suites (package data) or from files.
+
+Choice items come in two JSONL formats, told apart line by line:
+- steer's own: `{"id", "prompt", "options": [{"text", "behavior": bool}, ...]}`;
+- Anthropic's model-written evals: `{"question", "answer_matching_behavior",
+  "answer_not_matching_behavior"}`, where the question usually ends in a `Choices:` block of
+  ` (A) ...` lines and the answers name a letter (` (A)`). The options are parsed out of the
+  question so that they can be shown in both orders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from steer.errors import SteerError
+
+
+class TaskDataError(SteerError):
+    """A suite or task file that cannot be read."""
+
+
+CHOICE_SUITES = ("reward_hacking", "blackmail", "sycophancy", "honesty_under_pressure")
+ACTIVITIES = "activities"
+CODE_SUITES = ("impossible",)
+
+
+@dataclass(frozen=True)
+class Option:
+    text: str
+    behavior: bool
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    id: str
+    prompt: str
+    options: tuple[Option, ...]
+
+
+@dataclass(frozen=True)
+class Activity:
+    id: str
+    group: str
+    text: str
+
+
+@dataclass(frozen=True)
+class CodeTask:
+    id: str
+    name: str
+    signature: str
+    spec: str
+    visible_tests: tuple[str, ...]
+    hidden_tests: tuple[str, ...]
+    reference: str = ""
+
+
+def _suite_path(name: str) -> Path:
+    return Path(str(resources.files("steer.data").joinpath("suites", f"{name}.jsonl")))
+
+
+def _rows(source: str | Path, label: str) -> list[tuple[int, dict]]:
+    p = Path(source)
+    if not p.is_file():
+        raise TaskDataError(f"{label}: no such file: {source}")
+    out = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TaskDataError(f"{source}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise TaskDataError(f"{source}:{n}: expected a JSON object per line")
+        out.append((n, row))
+    if not out:
+        raise TaskDataError(f"{source}: no items")
+    return out
+
+
+def resolve(source: str, builtin: tuple[str, ...] | str, base: Path | None = None) -> Path:
+    """A built-in suite name, or a file path (relative paths also tried against `base`)."""
+    names = (builtin,) if isinstance(builtin, str) else builtin
+    if source in names:
+        return _suite_path("code_impossible" if source == "impossible" else source)
+    p = Path(source)
+    if not p.is_absolute() and not p.exists() and base is not None:
+        p = base / p
+    return p
+
+
+_CHOICE_LINE = re.compile(r"^\s*\(([A-Z])\)\s*(.*\S)\s*$")
+_LETTER = re.compile(r"^\s*\(?([A-Z])\)?\s*$")
+
+
+def _anthropic(row: dict, where: str) -> ChoiceItem:
+    q = row["question"]
+    match = row["answer_matching_behavior"]
+    others = row["answer_not_matching_behavior"]
+    others = others if isinstance(others, list) else [others]
+    head, sep, tail = q.rpartition("Choices:")
+    lines = [m for m in (_CHOICE_LINE.match(x) for x in tail.splitlines()) if m] if sep else []
+    by_letter = {m.group(1): m.group(2) for m in lines}
+    letters = [_LETTER.match(a) for a in [match, *others]]
+    if by_letter and all(m and m.group(1) in by_letter for m in letters):
+        want = letters[0].group(1)
+        keep = {m.group(1) for m in letters}
+        opts = tuple(Option(t, k == want) for k, t in by_letter.items() if k in keep)
+        prompt = head.strip()
+    else:  # free-text answers (" Yes" / " No"): the answers themselves are the options
+        opts = (Option(match.strip(), True), *(Option(o.strip(), False) for o in others))
+        prompt = q.strip()
+    if len(opts) < 2 or not prompt:
+        raise TaskDataError(f"{where}: could not find two answer options")
+    return ChoiceItem(str(row.get("id", where)), prompt, opts)
+
+
+def load_choice_items(source: str, base: Path | None = None, limit: int | None = None
+                      ) -> list[ChoiceItem]:
+    path = resolve(source, CHOICE_SUITES, base)
+    items = []
+    for n, row in _rows(path, "choice suite"):
+        where = f"{path.name}:{n}"
+        try:
+            if "question" in row:
+                items.append(_anthropic(row, where))
+                continue
+            opts = tuple(Option(str(o["text"]), bool(o["behavior"])) for o in row["options"])
+            item = ChoiceItem(str(row.get("id", where)), str(row["prompt"]), opts)
+        except (KeyError, TypeError) as e:
+            raise TaskDataError(f"{path}:{n}: missing or malformed field {e}; expected "
+                                "{id, prompt, options: [{text, behavior}]} or Anthropic's "
+                                "{question, answer_matching_behavior, "
+                                "answer_not_matching_behavior}") from None
+        if len(opts) < 2 or not any(o.behavior for o in opts) or all(o.behavior for o in opts):
+            raise TaskDataError(f"{path}:{n}: needs at least two options, at least one with "
+                                "behavior true and one with behavior false")
+        items.append(item)
+    return items[:limit] if limit else items
+
+
+def load_activities(source: str = ACTIVITIES, base: Path | None = None,
+                    limit: int | None = None) -> list[Activity]:
+    path = resolve(source, ACTIVITIES, base)
+    out = []
+    for n, row in _rows(path, "activities"):
+        try:
+            out.append(Activity(str(row.get("id", n)), str(row["group"]), str(row["text"])))
+        except KeyError as e:
+            raise TaskDataError(f"{path}:{n}: missing field {e}; expected {{id, group, text}}"
+                                ) from None
+    if limit:  # keep the groups balanced: take activities round-robin over groups
+        groups: dict[str, list[Activity]] = {}
+        for a in out:
+            groups.setdefault(a.group, []).append(a)
+        picked: list[Activity] = []
+        while len(picked) < min(limit, len(out)):
+            for g in groups.values():
+                if g and len(picked) < limit:
+                    picked.append(g.pop(0))
+        out = picked
+    if len(out) < 2:
+        raise TaskDataError(f"{path}: a preference task needs at least two activities")
+    return out
+
+
+def _tests(src: str) -> tuple[str, ...]:
+    return tuple(x for x in (line.strip() for line in src.splitlines()) if x)
+
+
+def load_code_tasks(source: str = "impossible", base: Path | None = None,
+                    limit: int | None = None) -> list[CodeTask]:
+    path = resolve(source, CODE_SUITES, base)
+    out = []
+    for n, row in _rows(path, "code suite"):
+        try:
+            out.append(CodeTask(str(row["id"]), str(row["name"]), str(row["signature"]),
+                                str(row["spec"]), _tests(row["visible_tests"]),
+                                _tests(row["hidden_tests"]), str(row.get("reference", ""))))
+        except KeyError as e:
+            raise TaskDataError(f"{path}:{n}: missing field {e}; expected {{id, name, "
+                                "signature, spec, visible_tests, hidden_tests}") from None
+    return out[:limit] if limit else out
