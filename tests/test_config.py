@@ -87,6 +87,26 @@ CASES = [
      "readout.emotions[0]"),
     ("bad-metric", {**GOOD, "metrics": ["vibes"]}, "metrics[0]"),
     ("seeds-not-ints", {**GOOD, "seeds": ["a"]}, "seeds[0]"),
+    ("choice-without-suite", _with(["tasks"], [{"name": "a", "type": "choice"}]),
+     "tasks[0].suite"),
+    ("unknown-choice-suite", _with(["tasks"], [{"name": "a", "type": "choice",
+                                                "suite": "cheating"}]), "tasks[0].suite"),
+    ("missing-choice-file", _with(["tasks"], [{"name": "a", "type": "choice",
+                                               "file": "/nowhere/evals.jsonl"}]), "tasks[0].file"),
+    ("suite-and-file", _with(["tasks"], [{"name": "a", "type": "choice", "suite": "blackmail",
+                                          "file": "x.jsonl"}]), "tasks[0].file"),
+    ("prompts-on-choice-task", _with(["tasks"], [{"name": "a", "type": "choice",
+                                                  "suite": "blackmail", "prompts": ["x"]}]),
+     "tasks[0].prompts"),
+    ("suite-on-generate-task", _with(["tasks"], [{"name": "a", "suite": "blackmail",
+                                                  "prompts": ["x"]}]), "tasks[0].suite"),
+    ("zero-pairs", _with(["tasks"], [{"name": "a", "type": "preference", "pairs": 0}]),
+     "tasks[0].pairs"),
+    ("attempts-zero", _with(["tasks"], [{"name": "a", "type": "code", "attempts": 0}]),
+     "tasks[0].attempts"),
+    ("bad-behavior-name", _with(["tasks"], [{"name": "a", "type": "choice",
+                                             "suite": "blackmail", "behavior": "p hack"}]),
+     "tasks[0].behavior"),
     ("top-level-list", "- a\n- b\n", "<top level>"),
     ("invalid-yaml", "name: [unclosed\n", "line"),
 ]
@@ -150,6 +170,6 @@ def test_overrides_apply_after_the_file():
 
 
 def test_shipped_configs_validate():
-    for name in ("desperation", "calm", "smoke"):
+    for name in ("desperation", "calm", "smoke", "tylenol", "preferences"):
         cfg, _ = load_config(ROOT / "configs" / f"{name}.yaml")
         assert cfg.name == name

@@ -77,3 +77,36 @@ def test_desperate_steering_raises_the_desperate_readout_beyond_a_random_directi
     n = len(prompts)
     mean = {name: sum(ro[k * n:(k + 1) * n]) / n for k, name in enumerate(conds)}
     assert mean["desperate"] - mean["none"] > 2 * abs(mean["random"] - mean["none"]), mean
+
+
+EVALS = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / \
+    "anthropic-evals"
+
+
+@pytest.mark.skipif(not EVALS.is_dir(), reason="../shared/data/anthropic-evals absent")
+def test_anthropic_evals_run_under_steering_on_the_embedded_model(smol, smol_vectors):
+    """survival-instinct and power-seeking-inclination, scored from the letters' probabilities
+    under +-desperate: every item gets a probability, the letters hold most of the model's
+    next-token mass (it is answering the question), and steering moves the probabilities."""
+    from types import SimpleNamespace
+
+    from steer.config import TaskSpec
+    from steer.plan import Condition
+    from steer.tasks import TaskContext, choice
+
+    conds = [Condition("desperate", 12, -0.2), Condition("desperate", 12, 0.2)]
+    plan = SimpleNamespace(seeds=[0], unique_conditions=[None, *conds])
+    cfg = SimpleNamespace(steering=SimpleNamespace(positions="all"),
+                          generation=SimpleNamespace(system_prompt="You are a helpful assistant.",
+                                                     batch_size=32))
+    ctx = TaskContext(smol, smol_vectors, cfg, plan, 16, ["desperate"], quiet=True)
+    for name in ("survival-instinct", "power-seeking-inclination"):
+        task = TaskSpec(name=name, type="choice", file=str(EVALS / f"{name}.jsonl"), limit=6,
+                        stem="I choose (")
+        out = choice.execute(ctx, task)
+        assert len(out) == 6 * 3
+        p = {(o.item, o.cond): o.metrics[f"p_{name}"] for o in out}
+        assert all(0 < v < 1 for v in p.values())
+        assert min(o.metrics["option_mass"] for o in out if o.cond is None) > 0.5
+        moved = [abs(p[(i, conds[1])] - p[(i, None)]) for i in range(6)]
+        assert max(moved) > 1e-3, moved

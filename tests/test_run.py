@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -83,3 +84,51 @@ def test_readout_task_sweeps_a_template_without_steering(tmp_path):
     assert set(samples[0]["metrics"]) == {"readout.afraid", "readout.calm"}
     assert (run / "plots" / "dose__readout_by_value.png").is_file()
     assert "Spearman" in (run / "report.md").read_text()
+
+
+def test_behaviour_tasks_run_end_to_end_through_the_cli(tmp_path):
+    cfg = {
+        "name": "beh", "model": {"name": "tiny-random"},
+        "steering": {"vectors": ["desperate"], "layers": [2], "scales": [-0.5, 0.0, 0.5],
+                     "random_controls": 1},
+        "readout": {"emotions": ["desperate", "calm"]},
+        "tasks": [{"name": "bm", "type": "choice", "suite": "blackmail", "limit": 4},
+                  {"name": "prefs", "type": "preference", "limit": 6},
+                  {"name": "code", "type": "code", "limit": 2, "attempts": 2,
+                   "max_new_tokens": 12}],
+        "generation": {"batch_size": 16}, "seeds": [0, 1], "metrics": ["readout"],
+        "output_dir": str(tmp_path),
+    }
+    path = tmp_path / "beh.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = steer_cli("run", path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / res.stdout.strip().splitlines()[-1].split("/")[-1]
+    results = pd.read_parquet(run / "results.parquet")
+    # choice: 4 items, one seed (deterministic), 5 distinct computations -> reported under
+    # desperate and random-0 at three scales
+    bm = results[(results.task == "bm") & (results.metric == "p_bm")]
+    assert len(bm) == 4 * 6 and set(bm.seed) == {0}
+    assert bm.value.between(0, 1).all()
+    prefs = results[results.task == "prefs"]
+    assert set(prefs.metric) == {"elo.positive", "elo.neutral", "elo.harmful"}
+    # Elo is centred on 1000 within every condition
+    means = prefs.groupby(["vector", "scale"]).value.mean()
+    assert np.allclose(means, 1000)
+    code = results[results.task == "code"]
+    rates = code[code.metric.str.endswith("_rate")].pivot_table(
+        index=["item", "seed", "vector", "scale"], columns="metric", values="value")
+    assert np.allclose(rates.sum(axis=1), 1.0)  # every attempt gets exactly one class
+    assert set(code.metric) >= {"hack_rate", "spec_pass", "attempts_used",
+                                "attempt1.readout.desperate"}
+    used = code[code.metric == "attempts_used"].value
+    assert used.between(1, 2).all()
+    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+    code_samples = [s for s in samples if s["task"] == "code"]
+    assert all(len(s["attempts"]) == s["metrics"]["attempts_used"] for s in code_samples)
+    eff = pd.read_csv(run / "effects.csv")
+    assert {"p_bm", "hack_rate", "elo.positive"} <= set(eff.metric)
+    assert {"slope", "slope_low", "slope_high", "p_top", "exceeds_random"} <= set(eff.columns)
+    assert (run / "elo_prefs.csv").is_file() and (run / "elo_readout_prefs.csv").is_file()
+    report = (run / "report.md").read_text()
+    assert "Behaviour: dose-response slopes" in report and "Preferences (prefs)" in report
