@@ -150,7 +150,7 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
                                    g.batch_size, adv)
     timings["score"] = time.perf_counter() - t
 
-    from steer.tasks import TaskContext
+    from steer.tasks.base import TaskContext
 
     ctx = TaskContext(model, vectors, cfg, plan, readout_layer, emotions, quiet)
     item_outcomes = []

@@ -92,7 +92,8 @@ def test_anthropic_evals_run_under_steering_on_the_embedded_model(smol, smol_vec
 
     from steer.config import TaskSpec
     from steer.plan import Condition
-    from steer.tasks import TaskContext, choice
+    from steer.tasks import choice
+    from steer.tasks.base import TaskContext
 
     conds = [Condition("desperate", 12, -0.2), Condition("desperate", 12, 0.2)]
     plan = SimpleNamespace(seeds=[0], unique_conditions=[None, *conds])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from steer.generate import GenRow, next_token_logprobs
-from steer.tasks import Outcome, TaskContext
+from steer.tasks.base import Outcome, TaskContext
 from steer.tasks.items import ChoiceItem, TaskDataError, load_choice_items
 
 LABELS = "ABCDEFGHIJ"

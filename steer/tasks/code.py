@@ -25,7 +25,7 @@ from functools import cache
 
 from steer.generate import GenRow, Sampling, generate, score
 from steer.plan import row_seed
-from steer.tasks import Outcome, TaskContext
+from steer.tasks.base import Outcome, TaskContext
 from steer.tasks.items import CodeTask, load_code_tasks
 from steer.tasks.sandbox import SandboxResult, run_tests
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from steer.generate import GenRow, next_token_logprobs, readout_prompts
 from steer.plan import row_seed
-from steer.tasks import Outcome, TaskContext
+from steer.tasks.base import Outcome, TaskContext
 from steer.tasks.choice import label_ids, render
 from steer.tasks.items import load_activities
 
