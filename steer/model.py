@@ -284,6 +284,12 @@ class SteerModel:
         msgs = ([{"role": "system", "content": system}] if system else []) + list(messages)
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
+    def user_offset(self, user: str, system: str | None = None) -> int:
+        """Tokens before the user's message in the formatted prompt (system prompt, headers)."""
+        full = self.format_prompt(user, system)
+        head = full[:full.rfind(user)] if user in full else ""
+        return len(self.tokenizer(head, add_special_tokens=False).input_ids)
+
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded token ids and attention mask. Chat-formatted texts carry their own BOS."""
         tok = self.tokenizer

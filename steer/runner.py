@@ -44,13 +44,6 @@ def summarize(results: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _user_offset(model, prompt: str, system: str | None) -> int:
-    """Tokens before the user's message in the formatted prompt (system prompt, headers)."""
-    full = model.format_prompt(prompt, system)
-    head = full[:full.rfind(prompt)] if prompt in full else ""
-    return len(model.tokenizer(head, add_special_tokens=False).input_ids)
-
-
 def run_experiment(cfg: ExperimentConfig, source: str | Path, quiet: bool = False,
                    model=None) -> RunDir:
     """Run `cfg` into a new run directory. If anything fails, the directory keeps the resolved
@@ -123,7 +116,7 @@ def _execute(cfg: ExperimentConfig, source, plan, run: RunDir, quiet: bool, mode
                     if is_readout:
                         rkeys.append((task_name, item, seed, cond))
                         rrows.append(row)
-                        rskip.append(_user_offset(model, prompt, g.system_prompt))
+                        rskip.append(model.user_offset(prompt, g.system_prompt))
                     else:
                         keys.append((task_name, item, seed, cond))
                         rows.append(row)

@@ -91,7 +91,7 @@ def execute(ctx: TaskContext, task, base=None) -> list[Outcome]:
         p_first.setdefault(cond, [0.0] * len(pairs))[k] += (1 - pa if flipped else pa) / 2
     # read-outs of each activity's text by the unsteered model, for the Elo correlation
     texts = [GenRow(model.format_prompt(a.text, ctx.system)) for a in acts]
-    skip = [_offset(model, a.text, ctx.system) for a in acts]
+    skip = [model.user_offset(a.text, ctx.system) for a in acts]
     names = list(ctx.vectors.names)
     reads = readout_prompts(model, texts, skip, ctx.vectors, ctx.readout_layer, names,
                             ctx.cfg.generation.batch_size)
@@ -104,12 +104,6 @@ def execute(ctx: TaskContext, task, base=None) -> list[Outcome]:
                 extra["readout"] = {e: round(v, 5) for e, v in reads[i].items()}
             out.append(Outcome(i, seed, cond, {f"elo.{a.group}": float(elo[i])}, extra))
     return out
-
-
-def _offset(model, text: str, system: str | None) -> int:
-    full = model.format_prompt(text, system)
-    head = full[:full.rfind(text)] if text in full else ""
-    return len(model.tokenizer(head, add_special_tokens=False).input_ids)
 
 
 def write_tables(run, task_name: str, outcomes: list[Outcome], results, plan, cfg) -> list[str]:
