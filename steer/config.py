@@ -33,7 +33,7 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    name: str = EMBEDDED
+    name: str | list[str] = EMBEDDED  # a list runs the experiment once per model
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
@@ -74,8 +74,17 @@ class GenerationSpec(_Strict):
     max_new_tokens: int = Field(48, ge=1, le=4096)
     temperature: float = Field(0.7, ge=0.0, le=5.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
-    batch_size: int = Field(32, ge=1, le=4096)
+    # "auto": the largest batch that fits, backing off on out-of-memory (recorded in the manifest)
+    batch_size: int | Literal["auto"] = 32
     system_prompt: str | None = None
+
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v):
+        if isinstance(v, int) and not 1 <= v <= 4096:
+            raise ValueError("'auto' or a batch size between 1 and 4096")
+        return v
 
 
 class TaskSpec(_Strict):
@@ -266,8 +275,35 @@ def validate(data: dict, source: str = "<config>") -> ExperimentConfig:
     return cfg
 
 
+def model_slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).name if name.endswith(".gguf") else name
+                  ).strip("-").lower()
+
+
+def expand_models(cfg: ExperimentConfig) -> list[ExperimentConfig]:
+    """One config per model when `model.name` is a list (each named `<name>-<model>`)."""
+    if isinstance(cfg.model.name, str):
+        return [cfg]
+    out = []
+    for name in cfg.model.name:
+        sub = cfg.model_copy(deep=True)
+        sub.model.name = name
+        sub.name = f"{cfg.name}-{model_slug(name)}"
+        out.append(sub)
+    return out
+
+
 def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
     """Checks that need files or model metadata (never weights)."""
+    if isinstance(cfg.model.name, list):
+        if not cfg.model.name or len(set(cfg.model.name)) != len(cfg.model.name):
+            raise ConfigError(source, "model.name", cfg.model.name,
+                              "a model name, or a list of distinct model names")
+        for sub in expand_models(cfg):
+            check_against_resources(sub, source)
+        return
     from steer.errors import SteeringError
     from steer.expressions import parse_expression
     from steer.vectors.corpus import BUILTIN, CorpusError, load_corpus

@@ -7,10 +7,11 @@ is computed once per (task, item, seed) and reported under each vector at scale 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from steer.config import ExperimentConfig, task_prompts
+from steer.config import ITEM_TASKS, ExperimentConfig, TaskSpec, task_prompts
 
 
 @dataclass(frozen=True)
@@ -79,3 +80,126 @@ def make_plan(cfg: ExperimentConfig, source: str | Path | None = None) -> Plan:
                 list(cfg.seeds),
                 frozenset(t.name for t in cfg.tasks
                           if t.type in ("readout", "choice", "preference")))
+
+
+# ---------------------------------------------------------------- cells and units
+#
+# A cell is one (task, condition, seed): every item of the task under one condition. It is the
+# unit of resumption: its results are written atomically when it is done, under a key that hashes
+# every setting that changes them (and nothing that does not: batch size, device, backend).
+# Cells are executed in units: a fixed, config-determined group of cells of one task and seed whose
+# rows share forward passes. Because the grouping depends only on the config, a resumed run
+# computes each unit exactly as an uninterrupted run would.
+
+CELL_FORMAT = 1  # bump when a change to steer alters what an existing cell would contain
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    cond: Condition | None  # None: the unsteered baseline, shared by every condition at scale 0
+    seed: int
+    key: str
+
+
+@dataclass
+class Unit:
+    task: str
+    seed: int
+    cells: list[Cell]
+    rows: int  # forward-pass rows it computes (items x option orders x conditions)
+
+    @property
+    def conditions(self) -> list[Condition | None]:
+        return [c.cond for c in self.cells]
+
+
+def _digest_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _task_files(task: TaskSpec, base: Path) -> list[Path]:
+    from steer.tasks.items import ACTIVITIES, CHOICE_SUITES, CODE_SUITES, resolve
+
+    if task.type in ITEM_TASKS:
+        builtin = {"choice": CHOICE_SUITES, "preference": (ACTIVITIES,), "code": CODE_SUITES}
+        return [resolve(task.suite or task.file, builtin[task.type], base)]
+    if task.prompts_file:
+        p = Path(task.prompts_file)
+        return [p if p.exists() else base / p]
+    return []
+
+
+def _vector_files(cfg: ExperimentConfig) -> list[Path]:
+    from steer.vectors.corpus import BUILTIN, builtin_paths
+
+    v = cfg.vectors
+    if v.file:
+        return [Path(v.file)]
+    files = list(builtin_paths()) if v.corpus == BUILTIN else [Path(v.corpus)]
+    if v.neutral:
+        files.append(Path(v.neutral))
+    return files
+
+
+def cell_keys(cfg: ExperimentConfig, plan: Plan, source: str | Path | None = None
+              ) -> dict[tuple[str, Condition | None, int], str]:
+    """Key of every cell of the plan: a hash of the settings its results depend on (file contents
+    included), leaving out batch size, device and backend."""
+    base = Path(source).parent if source is not None else Path(".")
+    g = cfg.generation
+    common = {
+        "format": CELL_FORMAT,
+        "model": [cfg.model.name, cfg.model.dtype],
+        "vectors": [cfg.vectors.model_dump(mode="json"),
+                    [_digest_file(p) for p in _vector_files(cfg)]],
+        "generation": [g.max_new_tokens, g.temperature, g.top_p, g.system_prompt],
+        "metrics": sorted(cfg.metrics),
+        "readout": cfg.readout.model_dump(mode="json"),
+        "positions": cfg.steering.positions if cfg.steering else None,
+    }
+    keys = {}
+    for task in cfg.tasks:
+        spec = [task.model_dump(mode="json"), [_digest_file(p) for p in _task_files(task, base)]]
+        for cond in plan.unique_conditions:
+            c = None if cond is None else [cond.vector, cond.layer, cond.scale]
+            for seed in task_seeds(plan, task.name):
+                blob = json.dumps([common, spec, c, seed], sort_keys=True, default=str)
+                keys[(task.name, cond, seed)] = hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return keys
+
+
+def task_seeds(plan: Plan, task: str) -> list[int]:
+    return plan.seeds[:1] if task in plan.single_seed_tasks else plan.seeds
+
+
+def rows_per_condition(task: TaskSpec, n_items: int) -> int:
+    if task.type == "choice":
+        return 2 * n_items  # at least two option orders
+    if task.type == "preference":
+        k = (n_items - 1) / 2 if task.pairs == "all" else task.pairs
+        return max(1, int(2 * n_items * k))
+    return n_items
+
+
+UNIT_ROWS_AUTO = 256  # rows per unit when the batch size is found at run time
+
+
+def make_units(cfg: ExperimentConfig, plan: Plan, source: str | Path | None = None
+               ) -> list[Unit]:
+    """All units of the plan, in a fixed order: by task, seed, then conditions (baseline first),
+    as many conditions per unit as fill one batch of the configured size."""
+    keys = cell_keys(cfg, plan, source)
+    bs = cfg.generation.batch_size
+    target = bs if isinstance(bs, int) else UNIT_ROWS_AUTO
+    units = []
+    for task in cfg.tasks:
+        per = rows_per_condition(task, len(plan.prompts[task.name]))
+        chunk = max(1, target // max(per, 1))
+        conds = plan.unique_conditions
+        for seed in task_seeds(plan, task.name):
+            for i in range(0, len(conds), chunk):
+                cells = [Cell(task.name, c, seed, keys[(task.name, c, seed)])
+                         for c in conds[i:i + chunk]]
+                units.append(Unit(task.name, seed, cells, per * len(cells)))
+    return units

@@ -58,8 +58,11 @@ def effects(results: pd.DataFrame, metrics: list[str] | None = None, n_boot: int
                                        + rnd.vector)], ignore_index=True)
     df = df.assign(item=df.item.astype(str))
     rows = []
-    for (task, vec, layer, metric), g in df.groupby(["task", "vector", "layer", "metric"]):
-        table = g.pivot_table(index="item", columns="scale", values="value", aggfunc="mean")
+    # one pivot for everything (a pivot per group is slow with hundreds of read-out metrics)
+    wide = df.pivot_table(index=["task", "vector", "layer", "metric", "item"], columns="scale",
+                          values="value", aggfunc="mean")
+    for (task, vec, layer, metric), table in wide.groupby(level=[0, 1, 2, 3], sort=True):
+        table = table.droplevel([0, 1, 2, 3]).dropna(axis=1, how="all")
         if table.shape[1] < 2:
             continue
         scales = table.columns.to_numpy(dtype=float)

@@ -1,18 +1,25 @@
 """The run directory: the only module that writes into it. Every file is written atomically
-(temporary file, fsync, rename), so a crash never leaves a truncated result behind."""
+(temporary file, fsync, rename), so a crash never leaves a truncated result behind.
+
+A run directory is `<output_dir>/<name>`: running the same config again reopens it, reuses the
+finished cells in `cells/` (one JSON file per cell, named by its key) and computes only what is
+missing. Failed cells leave `failures/<key>.json` (error and traceback) and are retried next time.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
 import subprocess
 import sys
-import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pandas as pd
+
+from steer.errors import SteerError
 
 RESULT_COLUMNS = ["task", "item", "vector", "layer", "scale", "seed", "metric", "value"]
 SUMMARY_COLUMNS = ["task", "vector", "layer", "scale", "metric", "mean", "ci_low", "ci_high", "n"]
@@ -52,21 +59,69 @@ def git_sha() -> str | None:
         return None
 
 
+class RunLocked(SteerError):
+    pass
+
+
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=False)
-        (self.path / "plots").mkdir()
+        for sub in ("plots", "cells", "failures"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        self._lock = None
 
     @classmethod
-    def create(cls, output_dir: str | Path, name: str) -> RunDir:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path(output_dir) / f"{stamp}-{name}"
-        path, k = base, 1
-        while path.exists():
-            k += 1
-            path = base.with_name(f"{base.name}-{k}")
-        return cls(path)
+    def open(cls, output_dir: str | Path, name: str) -> RunDir:
+        return cls(Path(output_dir) / name)
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on the directory for this process's lifetime (released by the
+        OS if the process dies), so that two runs never write the same directory."""
+        f = open(self.path / ".lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise RunLocked(f"another steer run is writing to {self.path}") from None
+        self._lock = f
+
+    def clean_temporaries(self) -> int:
+        """Remove temporary files left by a process that was killed mid-write."""
+        n = 0
+        for p in self.path.rglob(".*.tmp"):
+            p.unlink(missing_ok=True)
+            n += 1
+        return n
+
+    # ------------------------------------------------------------------ cells
+
+    def cell_path(self, key: str) -> Path:
+        return self.path / "cells" / f"{key}.json"
+
+    def done_keys(self) -> set[str]:
+        return {p.stem for p in (self.path / "cells").glob("*.json")}
+
+    def write_cell(self, payload: dict) -> None:
+        key = payload["key"]
+        atomic_write_text(self.cell_path(key), json.dumps(payload, ensure_ascii=False))
+        (self.path / "failures" / f"{key}.json").unlink(missing_ok=True)
+
+    def read_cell(self, key: str) -> dict:
+        return json.loads(self.cell_path(key).read_text(encoding="utf-8"))
+
+    def write_failure(self, key: str, info: dict) -> None:
+        atomic_write_text(self.path / "failures" / f"{key}.json",
+                          json.dumps(info, ensure_ascii=False, indent=1))
+
+    def failure_keys(self) -> set[str]:
+        return {p.stem for p in (self.path / "failures").glob("*.json")}
+
+    def read_manifest(self) -> dict:
+        p = self.path / "manifest.json"
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
 
     @property
     def plots(self) -> Path:

@@ -25,6 +25,16 @@ class TaskContext:
     readout_layer: int
     emotions: list[str]
     quiet: bool = False
+    # What this call computes: a unit of the plan (some conditions, one seed); None means all.
+    conditions: list | None = None
+    seeds: list[int] | None = None
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if self.conditions is None:
+            self.conditions = list(self.plan.unique_conditions)
+        if self.seeds is None:
+            self.seeds = list(self.plan.seeds)
 
     def interventions(self, cond: Condition | None, seed: int) -> tuple:
         from steer.plan import direction_name

@@ -65,7 +65,7 @@ def execute(ctx: TaskContext, task, base=None) -> list[Outcome]:
 
     model = ctx.model
     items = items_for(task, base)
-    seed = ctx.plan.seeds[0]  # log-probabilities are deterministic: one seed is enough
+    seed = ctx.seeds[0]  # log-probabilities are deterministic: one seed is enough
     metric = metric_name(task)
     rows, keys, cands = [], [], []
     ids_by_n: dict[int, list[int]] = {}
@@ -79,12 +79,12 @@ def execute(ctx: TaskContext, task, base=None) -> list[Outcome]:
         for k, order in enumerate(orders(n)):
             text = render(item.prompt, [item.options[j].text for j in order])
             prompt = model.format_prompt(text, ctx.system) + task.stem
-            for cond in ctx.plan.unique_conditions:
+            for cond in ctx.conditions:
                 rows.append(GenRow(prompt, ctx.interventions(cond, seed)))
                 keys.append((i, k, cond))
                 cands.append(ids_by_n[n])
     with progress.task(task.name, len(rows), ctx.quiet) as adv:
-        lps = next_token_logprobs(model, rows, cands, ctx.vectors, ctx.cfg.generation.batch_size,
+        lps = next_token_logprobs(model, rows, cands, ctx.vectors, ctx.batch_size,
                                   adv)
     acc: dict[tuple, list[float]] = {}
     letter_mass: dict[tuple, list[float]] = {}

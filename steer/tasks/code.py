@@ -142,8 +142,8 @@ def execute(ctx: TaskContext, task_spec, base=None) -> list[Outcome]:
     # one conversation per (task, seed, condition)
     convs = []
     for i, t in enumerate(tasks):
-        for seed in ctx.plan.seeds:
-            for cond in ctx.plan.unique_conditions:
+        for seed in ctx.seeds:
+            for cond in ctx.conditions:
                 convs.append({"item": i, "seed": seed, "cond": cond, "attempts": [],
                               "messages": [{"role": "user", "content": prompt_for(t)}]})
     active = list(convs)
@@ -153,9 +153,9 @@ def execute(ctx: TaskContext, task_spec, base=None) -> list[Outcome]:
             rows = [GenRow(model.format_messages(c["messages"], ctx.system),
                            ctx.interventions(c["cond"], c["seed"]),
                            row_seed(task_spec.name, c["item"], c["seed"], k)) for c in active]
-            gens = generate(model, rows, ctx.vectors, sampling, g.batch_size)
+            gens = generate(model, rows, ctx.vectors, sampling, ctx.batch_size)
             reads = score(model, [(x.prompt_ids, x.ids) for x in gens], ctx.vectors,
-                          ctx.readout_layer, ctx.emotions, g.batch_size)
+                          ctx.readout_layer, ctx.emotions, ctx.batch_size)
             still = []
             for c, gen, sc in zip(active, gens, reads):
                 res = attempt(tasks[c["item"]], gen.text, task_spec.timeout_s,

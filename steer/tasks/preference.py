@@ -71,30 +71,31 @@ def execute(ctx: TaskContext, task, base=None) -> list[Outcome]:
 
     model = ctx.model
     acts = load_activities(task.suite or task.file, base, task.limit)
-    seed = ctx.plan.seeds[0]
-    pairs = design(len(acts), task.pairs, seed)
+    seed = ctx.seeds[0]
+    pairs = design(len(acts), task.pairs, ctx.plan.seeds[0])
     letters = label_ids(model.tokenizer, task.stem, 2)
     rows, keys = [], []
     for k, (i, j) in enumerate(pairs):
         for flipped in (False, True):
             a, b = (acts[j], acts[i]) if flipped else (acts[i], acts[j])
             prompt = model.format_prompt(render(QUESTION, [a.text, b.text]), ctx.system)
-            for cond in ctx.plan.unique_conditions:
+            for cond in ctx.conditions:
                 rows.append(GenRow(prompt + task.stem, ctx.interventions(cond, seed)))
                 keys.append((k, flipped, cond))
     with progress.task(task.name, len(rows), ctx.quiet) as adv:
         lps = next_token_logprobs(model, rows, [letters] * len(rows), ctx.vectors,
-                                  ctx.cfg.generation.batch_size, adv)
+                                  ctx.batch_size, adv)
     p_first: dict = {}
     for (k, flipped, cond), lp in zip(keys, lps):
         pa = 1 / (1 + math.exp(lp[1] - lp[0]))  # P(A) normalized over the two letters
         p_first.setdefault(cond, [0.0] * len(pairs))[k] += (1 - pa if flipped else pa) / 2
     # read-outs of each activity's text by the unsteered model, for the Elo correlation
-    texts = [GenRow(model.format_prompt(a.text, ctx.system)) for a in acts]
-    skip = [model.user_offset(a.text, ctx.system) for a in acts]
-    names = list(ctx.vectors.names)
-    reads = readout_prompts(model, texts, skip, ctx.vectors, ctx.readout_layer, names,
-                            ctx.cfg.generation.batch_size)
+    reads = []
+    if None in ctx.conditions:  # only the baseline's outcomes carry them
+        texts = [GenRow(model.format_prompt(a.text, ctx.system)) for a in acts]
+        skip = [model.user_offset(a.text, ctx.system) for a in acts]
+        reads = readout_prompts(model, texts, skip, ctx.vectors, ctx.readout_layer,
+                                list(ctx.vectors.names), ctx.batch_size)
     out = []
     for cond, ps in p_first.items():
         elo = bradley_terry(len(acts), pairs, ps)
