@@ -78,6 +78,19 @@ def _prefix_key(row: GenRow) -> tuple:
                               if iv.scale != 0 and iv.positions != "generated"))
 
 
+def _forward(model, ids, mask, cache=None, logits_to_keep: int = 0):
+    """(logits, KV cache) of one step: through the plain HF tree where the model has one (hook
+    points relayed, see fastpath.py), else through the bridge."""
+    if model.plain is not None:
+        from steer.fastpath import forward
+
+        return forward(model.plain, ids, mask, cache, logits_to_keep)
+    kw = {"past_key_values": cache} if cache is not None else {"use_cache": True}
+    if logits_to_keep:
+        kw["logits_to_keep"] = logits_to_keep
+    return model.bridge(ids, attention_mask=mask, return_type="logits_and_cache", **kw)
+
+
 def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list[GenResult]:
     tok = model.tokenizer
     keys = [_prefix_key(r) for r in rows]
@@ -93,20 +106,16 @@ def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list
     out: list[torch.Tensor] = []
     mask = mask_u[which]
     with torch.no_grad():
-        past = {}
+        cache = None
         if ids_u.shape[1] > 1:
             with steer_rows(model, [list(k[1]) for k in uniq], vectors) as rs:
                 rs.phase = "prefix"
-                _, cache = model.bridge(ids_u[:, :-1], attention_mask=mask_u[:, :-1],
-                                        return_type="logits_and_cache", use_cache=True,
-                                        logits_to_keep=1)
+                _, cache = _forward(model, ids_u[:, :-1], mask_u[:, :-1], None, 1)
             for layer in cache.layers:
                 layer.batch_select_indices(which)
-            past = {"past_key_values": cache}
         with steer_rows(model, [r.interventions for r in rows], vectors) as rs:
             rs.phase = "last"
-            logits, cache = model.bridge(ids_u[which, -1:], attention_mask=mask,
-                                         return_type="logits_and_cache", use_cache=True, **past)
+            logits, cache = _forward(model, ids_u[which, -1:], mask, cache)
             rs.phase = "generated"
             for step in range(s.max_new_tokens):
                 nxt = _pick(logits[:, -1], gens, s).to(ids_u.device)
@@ -116,8 +125,7 @@ def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list
                 if bool(done.all()) or step == s.max_new_tokens - 1:
                     break
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                logits, cache = model.bridge(nxt[:, None], attention_mask=mask,
-                                             past_key_values=cache, return_type="logits_and_cache")
+                logits, cache = _forward(model, nxt[:, None], mask, cache)
     ids = ids_u[which]
     gen = torch.stack(out, dim=1).cpu() if out else torch.zeros(len(rows), 0, dtype=torch.long)
     results = []

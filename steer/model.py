@@ -247,6 +247,9 @@ class SteerModel:
     dtype: torch.dtype
     fingerprint: str
     _norms: torch.Tensor | None = field(default=None, repr=False)
+    # The HF module tree over the bridge's weights, used for decoding (see fastpath.py); None:
+    # decode through the bridge.
+    plain: object | None = field(default=None, repr=False)
 
     @property
     def n_layers(self) -> int:
@@ -328,10 +331,17 @@ def load_model(name: str = EMBEDDED, device: str = "auto", dtype: str = "auto") 
     bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok, device=dev,
                                                  dtype=dt)
     bridge.eval()
-    return SteerModel(bridge=bridge, tokenizer=tok, name=name, device=dev, dtype=dt, fingerprint=fp)
+    plain = None
+    if os.environ.get("STEER_DECODE", "plain") != "bridge":
+        from steer.fastpath import build_plain
+
+        plain = build_plain(bridge, dev, dt)
+    return SteerModel(bridge=bridge, tokenizer=tok, name=name, device=dev, dtype=dt, fingerprint=fp,
+                      plain=plain)
 
 
 def describe(model: SteerModel) -> dict:
     return {"name": model.name, "fingerprint": model.fingerprint, "n_layers": model.n_layers,
             "d_model": model.d_model, "device": str(model.device),
-            "dtype": str(model.dtype).replace("torch.", "")}
+            "dtype": str(model.dtype).replace("torch.", ""),
+            "decode": "plain" if model.plain is not None else "bridge"}

@@ -75,3 +75,26 @@ def test_rows_sharing_a_prompt_prefix_match_their_solo_runs(tiny, tiny_vectors):
     for row, got in zip(rows, together):
         assert got.ids == generate(tiny, [row], tiny_vectors, s, batch_size=1)[0].ids
     assert len({tuple(r.ids) for r in together[:4]}) > 1  # steering did change something
+
+
+def test_the_plain_decode_path_matches_the_bridge_and_still_steers(tiny, tiny_vectors):
+    """Decoding runs on the HF tree beneath the bridge (fastpath.py) with the bridge's residual
+    hook points relayed: same tokens as decoding through the bridge, steered rows and not."""
+    from steer.model import describe
+
+    assert tiny.plain is not None and describe(tiny)["decode"] == "plain"
+    greedy = Sampling(max_new_tokens=12, temperature=0.0)
+    rows = (_rows(tiny, PROMPTS) + _rows(tiny, PROMPTS, ivs=[Intervention("desperate", 1, 4.0)])
+            + _rows(tiny, PROMPTS, ivs=[Intervention("calm", 2, -4.0, "generated")]))
+    fast = generate(tiny, rows, tiny_vectors, greedy, batch_size=9)
+    plain, tiny.plain = tiny.plain, None
+    try:
+        slow = generate(tiny, rows, tiny_vectors, greedy, batch_size=9)
+    finally:
+        tiny.plain = plain
+    assert [r.ids for r in fast] == [r.ids for r in slow]
+    # steering reaches the plain path: steered rows differ from unsteered ones
+    assert any(fast[i].ids != fast[i + 3].ids for i in range(3))
+    assert any(fast[i].ids != fast[i + 6].ids for i in range(3))
+    # with no hook registered, the relay leaves the forward pass untouched
+    assert not any(b.hook_out._forward_hooks for b in tiny.bridge.blocks)
