@@ -39,8 +39,12 @@ test-unit: setup
 lint: setup
 	$(VENV)/bin/ruff check steer tests benchmarks
 
+# Each figure is a ratio against a baseline measured in the same process; results/*.json.
 bench: setup
+	$(VENV)/bin/python benchmarks/throughput_bench.py
+	$(VENV)/bin/python benchmarks/load_bench.py
 	$(VENV)/bin/python benchmarks/vectors_bench.py
+	$(VENV)/bin/python benchmarks/summary.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -93,7 +93,10 @@ class RowSteering:
                     modes[iv.layer] = torch.zeros(self.batch, dtype=torch.long)
                 deltas[iv.layer][r] += cache[iv]
                 modes[iv.layer][r] = POSITIONS.index(iv.positions)
-        self.deltas = {k: v.to(device=device, dtype=dtype) for k, v in deltas.items()}
+        self.deltas = {k: v.to(device=device, dtype=dtype)[:, None, :] for k, v in deltas.items()}
+        # in decoding, when every row is steered on generated positions the mask is all ones
+        # and the hook is a plain add (most sweeps: positions "all")
+        self.dense = {k: bool((v != POSITIONS.index("prompt")).all()) for k, v in modes.items()}
         self.modes = {k: v.to(device) for k, v in modes.items()}
 
     def _mask(self, layer: int, seq_len: int, device) -> torch.Tensor:
@@ -119,8 +122,10 @@ class RowSteering:
             if x.shape[0] != d.shape[0]:
                 raise SteeringError(
                     f"steering prepared for {d.shape[0]} rows, batch has {x.shape[0]}")
+            if self.phase == "last" or (self.phase == "generated" and self.dense[layer]):
+                return x + d.to(x.dtype)  # rows without steering add exact zeros
             on = self._mask(layer, x.shape[1], x.device)
-            return torch.where(on[:, :, None], x + d[:, None, :].to(x.dtype), x)
+            return torch.where(on[:, :, None], x + d.to(x.dtype), x)
 
         return fn
 
