@@ -75,12 +75,12 @@ def _relay(hook_point):
     return relay
 
 
-def forward(plain, ids, mask, cache=None, logits_to_keep: int = 0):
+def forward(plain, ids, mask, cache=None, logits_to_keep: int = 0, use_cache: bool = True):
     """(logits, cache) for left-padded `ids` given the full attention `mask` (past + new);
     positions count only attended tokens, as the bridge's do."""
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
     out = plain(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                use_cache=True, logits_to_keep=logits_to_keep)
+                use_cache=use_cache or cache is not None, logits_to_keep=logits_to_keep)
     return out.logits, out.past_key_values
 
 

@@ -79,16 +79,7 @@ def _prefix_key(row: GenRow) -> tuple:
 
 
 def _forward(model, ids, mask, cache=None, logits_to_keep: int = 0):
-    """(logits, KV cache) of one step: through the plain HF tree where the model has one (hook
-    points relayed, see fastpath.py), else through the bridge."""
-    if model.plain is not None:
-        from steer.fastpath import forward
-
-        return forward(model.plain, ids, mask, cache, logits_to_keep)
-    kw = {"past_key_values": cache} if cache is not None else {"use_cache": True}
-    if logits_to_keep:
-        kw["logits_to_keep"] = logits_to_keep
-    return model.bridge(ids, attention_mask=mask, return_type="logits_and_cache", **kw)
+    return model.forward(ids, mask, cache, logits_to_keep, use_cache=True)
 
 
 def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list[GenResult]:
@@ -197,8 +188,7 @@ def score(model, items: Sequence[tuple[list[int], list[int]]], vectors=None,
     for prompt, idxs in groups.items():
         with torch.no_grad():
             p = torch.tensor([prompt], device=model.device)
-            first, cache0 = model.bridge(p, return_type="logits_and_cache", use_cache=True,
-                                         logits_to_keep=1)
+            first, cache0 = model.forward(p, None, None, 1, use_cache=True)
         first_lp = torch.log_softmax(first[0, -1].float(), dim=-1)
         todo = [i for i in idxs if items[i][1]]
         for i in idxs:
@@ -221,8 +211,7 @@ def score(model, items: Sequence[tuple[list[int], list[int]]], vectors=None,
             for layer in cache.layers:
                 layer.batch_repeat_interleave(len(chunk))
             with torch.no_grad(), capture(model, layers) as acts:
-                logits, _ = model.bridge(ids, attention_mask=mask, past_key_values=cache,
-                                         return_type="logits_and_cache")
+                logits, _ = model.forward(ids, mask, cache)
             lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
             tok_lp = torch.cat([first_lp[ids[:, 0]][:, None],
                                 lp.gather(-1, ids[:, 1:, None])[..., 0]], dim=1)
@@ -254,7 +243,7 @@ def readout_prompts(model, rows: Sequence[GenRow], skip: Sequence[int], vectors,
         with torch.no_grad(), steer_rows(model, [rows[i].interventions for i in idx],
                                          vectors) as rs, capture(model, [readout_layer]) as acts:
             rs.phase = "prompt"
-            model.bridge(ids, attention_mask=mask, logits_to_keep=1)
+            model.forward(ids, mask, logits_to_keep=1)
         means = masked_means({0: acts[readout_layer]}, keep, norms[[readout_layer]], 1)[:, 0]
         proj = (means.to(model.device) @ units.T / float(norms[readout_layer])).cpu()
         for r, i in enumerate(idx):
@@ -278,7 +267,7 @@ def next_token_logprobs(model, rows: Sequence[GenRow], candidates: Sequence[Sequ
         with torch.no_grad(), steer_rows(model, [rows[i].interventions for i in idx],
                                          vectors) as rs:
             rs.phase = "prompt"
-            logits = model.bridge(ids, attention_mask=mask, logits_to_keep=1)
+            logits, _ = model.forward(ids, mask, logits_to_keep=1)
         lp = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
         for r, i in enumerate(idx):
             results[i] = [float(lp[r, t]) for t in candidates[i]]

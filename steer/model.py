@@ -301,6 +301,26 @@ class SteerModel:
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
         return enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
 
+    def forward(self, ids, mask=None, cache=None, logits_to_keep: int = 0,
+                use_cache: bool = False):
+        """(logits, KV cache or None) of a forward pass over `ids` (mask: past + new tokens).
+        Runs on the plain HF tree where there is one (hook points on the residual stream
+        relayed, see fastpath.py), else through the bridge; hooks registered through
+        `bridge.hooks(...)` on `hook_resid_post` apply either way."""
+        import torch
+
+        if mask is None:
+            mask = torch.ones_like(ids)
+        if self.plain is not None:
+            from steer.fastpath import forward
+
+            return forward(self.plain, ids, mask, cache, logits_to_keep, use_cache)
+        kw = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
+        if cache is not None or use_cache:
+            kw.update({"past_key_values": cache} if cache is not None else {"use_cache": True})
+            return self.bridge(ids, attention_mask=mask, return_type="logits_and_cache", **kw)
+        return self.bridge(ids, attention_mask=mask, **kw), None
+
     def resid_norms(self) -> torch.Tensor:
         """Median per-token residual norm after every layer, on fixed neutral text (cached)."""
         if self._norms is None:

@@ -43,7 +43,7 @@ def token_trace(model, vectors, text: str, layer: int, emotions: list[str] | Non
     names = [vectors.names[vectors.index(e)] for e in (emotions or vectors.names)]
     ids, mask = model.encode([text])
     with torch.no_grad(), capture(model, [layer]) as acts:
-        model.bridge(ids, attention_mask=mask, logits_to_keep=1)
+        model.forward(ids, mask, logits_to_keep=1)
     a = acts[layer][0].float().cpu()
     norm = float(model.resid_norms()[layer])
     proj = a @ vectors.units(layer, names).T / norm

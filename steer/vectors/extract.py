@@ -55,7 +55,7 @@ def text_means(model, texts: list[str], offset: int = 4, batch_size: int = 16,
         idx = order[start:start + batch_size]
         ids, mask = model.encode([texts[i] for i in idx])
         with torch.no_grad(), capture(model, layers) as acts:
-            model.bridge(ids, attention_mask=mask, logits_to_keep=1)  # activations only
+            model.forward(ids, mask, logits_to_keep=1)  # activations only
         result[idx] = masked_means(acts, _keep_mask(mask, offset), norms, model.n_layers)
         if progress:
             progress(len(idx))

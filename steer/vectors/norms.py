@@ -41,7 +41,7 @@ def token_norms(model, texts: list[str], batch_size: int = 16):
     for i in range(0, len(texts), batch_size):
         ids, mask = model.encode(texts[i:i + batch_size])
         with torch.no_grad(), capture(model, layers) as acts:
-            model.bridge(ids, attention_mask=mask, logits_to_keep=1)  # activations only
+            model.forward(ids, mask, logits_to_keep=1)  # activations only
         real = mask.bool().clone()
         first = real.float().argmax(dim=1)
         real[torch.arange(real.shape[0]), first] = False
