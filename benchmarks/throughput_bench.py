@@ -10,24 +10,24 @@ repetitions interleaved (A B B A A B ...) and the median of each side taken. Fig
    intervention at layer 12 (tok/s ratio; target >= 0.97).
 2. sweep speed-up: 32 conditions x 8 prompts as rows of batches of 64 against one `generate` call
    per cell (batch 1). `--quick` times a subset of the per-cell calls and extrapolates.
-3. bridge / Hugging Face: steered `steer.generate` against plain `transformers` `generate` on a
+3. steer / Hugging Face: steered `steer.generate` against plain `transformers` `generate` on a
    separately loaded copy of the same weights (SDPA attention, its default), steered by a forward
    hook on `model.layers[12]` adding the same vector (tok/s ratio; target >= 0.95), plus the
-   fraction of rows whose greedy tokens agree.
+   fraction of rows whose greedy tokens agree; and the same for `steer.generate` forced through
+   the TransformerBridge for every step (what it did before steer/fastpath.py).
 4. where the bridge loses time: one decode step of each side profiled (aten op counts and
-   module-call counts, top differences), decode-step times of the variants below, and an
-   end-to-end candidate fix measured against HF:
-   - `hf-eager`: plain HF with eager attention (what the bridge forces on the HF model);
-   - `plain+relay`: a plain HF module tree that shares the bridge's weight tensors, with one
-     forward hook per decoder layer that runs the bridge's `blocks.L.hook_out` HookPoint only when
-     something is registered on it, so `steer_rows` hooks registered through the bridge still fire.
+   module-call counts, top differences) and decode-step times of:
+   - `hf-sdpa`, `hf-eager`: plain HF with its default and with eager attention (what the bridge
+     forces on the HF model);
+   - `bridge`: one step through the TransformerBridge;
+   - `plain+relay`: steer's decode path, the HF module tree sharing the bridge's weight tensors,
+     which after each decoder layer runs the bridge's `blocks.L.hook_out` hook point only when
+     something is registered on it, so hooks registered through the bridge still fire.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import itertools
 import json
 import os
 import platform
@@ -113,110 +113,6 @@ def load_plain_hf(attn: str = "sdpa"):
     path = _embedded_cache_path()
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
     return hf.eval()
-
-
-def shared_plain_tree(model):
-    """A plain HF module tree over the bridge's own weight tensors (no copy of the weights).
-
-    What the proposed change to `steer.model.load_model` does before `boot_transformers` is
-    `copy.deepcopy(hf, memo={id(t): t for t in params+buffers})`; the bridge has already wrapped
-    `model.bridge.original_model` here, so the same tree is rebuilt from a fresh config on the
-    meta device and the bridge's tensors are assigned into it."""
-    from transformers import AutoModelForCausalLM
-
-    src = model.bridge.original_model
-    cfg = copy.deepcopy(src.config)
-    cfg._attn_implementation = "sdpa"
-    with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
-    state = {k.replace("._original_component", ""): v
-             for k, v in itertools.chain(src.named_parameters(), src.named_buffers())}
-    missing, _ = plain.load_state_dict(state, strict=False, assign=True)
-    plain.tie_weights()
-    # Non-persistent buffers (rotary inverse frequencies) are rebuilt on the real device.
-    rot = plain.model.rotary_emb
-    plain.model.rotary_emb = type(rot)(config=cfg).to(model.device)
-    left = [n for n, p in plain.named_parameters() if p.is_meta]
-    if left:
-        raise RuntimeError(f"parameters not shared: {left[:5]} (missing {missing[:5]})")
-    add_relay_hooks(model, plain)
-    return plain.eval()
-
-
-def add_relay_hooks(model, plain) -> None:
-    """After each plain decoder layer, run the bridge's `blocks.L.hook_out` (= hook_resid_post)
-    HookPoint, but only when a hook is registered on it: steering registered through the bridge
-    (`steer_rows`, `capture`) then applies to the plain forward pass unchanged."""
-    for L, layer in enumerate(plain.model.layers):
-        hp = model.bridge.blocks[L].hook_out
-
-        def relay(mod, args, out, hp=hp):
-            if hp._forward_hooks:
-                if isinstance(out, tuple):
-                    return (hp(out[0]), *out[1:])
-                return hp(out)
-            return None
-
-        layer.register_forward_hook(relay)
-
-
-def plain_forward(plain, ids, mask, cache=None, logits_to_keep=0):
-    """The bridge's forward as `generate` uses it, on the plain tree: positions from the mask."""
-    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-    out = plain(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                use_cache=True, logits_to_keep=logits_to_keep)
-    return out.logits, out.past_key_values
-
-
-def generate_plain(model, plain, rows, vectors, s):
-    """Candidate fix, end to end: `steer.generate._generate_batch` with every
-    `model.bridge(...)` call replaced by `plain_forward(...)` (same prefix sharing, same
-    steering phases, same hooks). Returns generated ids per row."""
-    from steer.generate import _pick, _prefix_key
-    from steer.steering import steer_rows
-
-    keys = [_prefix_key(r) for r in rows]
-    uniq = list(dict.fromkeys(keys))
-    slot = {k: i for i, k in enumerate(uniq)}
-    which = torch.tensor([slot[k] for k in keys])
-    ids_u, mask_u = model.encode([k[0] for k in uniq])
-    gens = [torch.Generator().manual_seed(int(r.seed)) for r in rows]
-    stop = torch.tensor(sorted(set(s.stop_ids)), dtype=torch.long)
-    done = torch.zeros(len(rows), dtype=torch.bool)
-    out = []
-    mask = mask_u[which]
-    with torch.no_grad():
-        cache = None
-        if ids_u.shape[1] > 1:
-            with steer_rows(model, [list(k[1]) for k in uniq], vectors) as rs:
-                rs.phase = "prefix"
-                _, cache = plain_forward(plain, ids_u[:, :-1], mask_u[:, :-1], logits_to_keep=1)
-            for layer in cache.layers:
-                layer.batch_select_indices(which)
-        with steer_rows(model, [r.interventions for r in rows], vectors) as rs:
-            rs.phase = "last"
-            logits, cache = plain_forward(plain, ids_u[which, -1:], mask, cache)
-            rs.phase = "generated"
-            for step in range(s.max_new_tokens):
-                nxt = _pick(logits[:, -1], gens, s)
-                nxt = torch.where(done, torch.full_like(nxt, model.tokenizer.pad_token_id), nxt)
-                out.append(nxt)
-                done |= torch.isin(nxt, stop)
-                if bool(done.all()) or step == s.max_new_tokens - 1:
-                    break
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                logits, cache = plain_forward(plain, nxt[:, None], mask, cache)
-    gen = torch.stack(out, dim=1)
-    stop_set = set(s.stop_ids)
-    res = []
-    for r in range(len(rows)):
-        row = []
-        for t in gen[r].tolist():
-            if t in stop_set:
-                break
-            row.append(t)
-        res.append(row)
-    return res, gen.shape[1]
 
 
 def hf_generate(hf, tok, prompts, delta, max_new):
@@ -422,7 +318,7 @@ def figure2(res: dict, b: Bench) -> None:
 
 def figures34(res: dict, b: Bench) -> None:
     """Steered `steer.generate` vs plain HF generate; then one decode step profiled."""
-    from steer.generate import GenRow, Sampling
+    from steer.fastpath import forward
     from steer.steering import delta, steer_rows
 
     m, n, prompts, args, reps, iv = b.m, b.n, b.prompts, b.args, b.reps, b.iv
@@ -442,43 +338,40 @@ def figures34(res: dict, b: Bench) -> None:
         hf_rows["hf"], hf_steps["hf"] = rows, st
         return dt
 
-    plain = shared_plain_tree(m)
-    fast_rows: dict[str, list] = {}
+    plain = m.plain  # steer's decode path: the HF tree beneath the bridge (steer/fastpath.py)
+    if plain is None:
+        raise SystemExit("this model decodes through the bridge; nothing to compare")
 
-    def fast_side():
-        s = Sampling(max_new_tokens=args.tokens, temperature=0.0, top_p=1.0,
-                     stop_ids=[tok.eos_token_id])
-        rows = [GenRow(p, (iv,), seed=i) for i, p in enumerate(prompts)]
-        (ids, st), dt = timed(lambda: generate_plain(m, plain, rows, None, s))
-        fast_rows["ids"], steps["plain+relay"] = ids, st
-        return dt
+    def bridge_side():
+        m.plain = None  # steer's generate, every step through the TransformerBridge
+        try:
+            return side("bridge", (iv,))()
+        finally:
+            m.plain = plain
 
-    t3 = interleave({"hf": hf_side, "steer": side("steered", (iv,)), "plain+relay": fast_side},
+    t3 = interleave({"hf": hf_side, "steer": side("steered", (iv,)), "steer-bridge": bridge_side},
                     reps)
     tps3 = {"hf": n * hf_steps["hf"] / med(t3["hf"]),
             "steer": n * steps["steered"] / med(t3["steer"]),
-            "plain+relay": n * steps["plain+relay"] / med(t3["plain+relay"])}
+            "steer-bridge": n * steps["bridge"] / med(t3["steer-bridge"])}
     steer_ids = [r.ids for r in outs["steered"]]
+    bridge_ids = [r.ids for r in outs["bridge"]]
     agree = sum(a == b for a, b in zip(steer_ids, hf_rows["hf"])) / n
-    agree_fast = sum(a == b for a, b in zip(fast_rows["ids"], hf_rows["hf"])) / n
-    agree_fast_steer = sum(a == b for a, b in zip(fast_rows["ids"], steer_ids)) / n
+    agree_bridge = sum(a == b for a, b in zip(bridge_ids, hf_rows["hf"])) / n
 
     def first_diff(a, b):
         return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
 
     res["bridge_vs_hf"] = {
         "batch": n, "new_tokens": args.tokens, "hf_attention": hf.config._attn_implementation,
-        "steps": {"hf": hf_steps["hf"], "steer": steps["steered"],
-                  "plain+relay": steps["plain+relay"]},
+        "steps": {"hf": hf_steps["hf"], "steer": steps["steered"], "steer-bridge": steps["bridge"]},
         "tok_s": {k: round(v, 2) for k, v in tps3.items()},
         "times_s": {k: [round(x, 3) for x in v] for k, v in t3.items()},
         "ratio": round(tps3["steer"] / tps3["hf"], 3), "target": 0.95,
         "greedy_rows_identical": agree,
         "first_divergence": [first_diff(a, b) for a, b in zip(steer_ids, hf_rows["hf"])],
-        "candidate_plain_relay_ratio_vs_hf": round(tps3["plain+relay"] / tps3["hf"], 3),
-        "candidate_plain_relay_vs_steer": round(tps3["plain+relay"] / tps3["steer"], 3),
-        "candidate_rows_identical_to_hf": agree_fast,
-        "candidate_rows_identical_to_steer": agree_fast_steer}
+        "bridge_path_ratio_vs_hf": round(tps3["steer-bridge"] / tps3["hf"], 3),
+        "bridge_path_rows_identical_to_hf": agree_bridge}
     print(f"[3] bridge/hf {res['bridge_vs_hf']['ratio']}  agree {agree}", flush=True)
 
     # -- 4. where the bridge loses time: one decode step ------------------------------------
@@ -522,7 +415,7 @@ def figures34(res: dict, b: Bench) -> None:
                              return_type="logits_and_cache")
                 else:
                     mdl = {"hf-sdpa": hf, "hf-eager": hf_eager, "plain+relay": plain}[name]
-                    plain_forward(mdl, nxt, mask1, c)
+                    forward(mdl, nxt, mask1, c)
         return call
 
     handles = [x.model.layers[LAYER].register_forward_hook(hook) for x in (hf, hf_eager)]
@@ -553,8 +446,9 @@ def figures34(res: dict, b: Bench) -> None:
             "The bridge forces eager attention and re-implements it (matmul + masked softmax in "
             "fp32 + repeat_kv + dtype casts) instead of SDPA; the `hf-eager` row measures that.",
             "Every HookPoint is an nn.Module call even when empty; see module_calls_per_step.",
-            "`plain+relay` runs the plain HF tree on the bridge's own weights and relays only "
-            "blocks.L.hook_out (hook_resid_post), which is all steer registers hooks on."]}
+            "`plain+relay` is steer's decode path (steer/fastpath.py): the plain HF tree on the "
+            "bridge's own weights, relaying only blocks.L.hook_out (hook_resid_post), which is "
+            "all steer registers hooks on."]}
     print(f"[4] decode step ms {step_ms}", flush=True)
 
 
@@ -577,9 +471,9 @@ def print_table(res: dict) -> None:
              f"{s3['tok_s']['steer']} vs {s3['tok_s']['hf']} tok/s"),
             ("greedy rows identical (steer vs HF)", f"{s3['greedy_rows_identical']:.2f}", "1.00",
              ""),
-            ("candidate plain+relay / HF tok/s", f"{s3['candidate_plain_relay_ratio_vs_hf']:.3f}",
-             ">= 0.95", f"{s3['tok_s']['plain+relay']} tok/s; rows identical to HF "
-             f"{s3['candidate_rows_identical_to_hf']:.2f}")]
+            ("steer through the bridge / HF tok/s", f"{s3['bridge_path_ratio_vs_hf']:.3f}",
+             "", f"{s3['tok_s']['steer-bridge']} tok/s; rows identical to HF "
+             f"{s3['bridge_path_rows_identical_to_hf']:.2f}")]
     p = res.get("decode_step_profile")
     if p:
         for k, v in p["ratio_vs_hf_sdpa"].items():
