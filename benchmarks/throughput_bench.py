@@ -246,6 +246,14 @@ def main() -> None:
     res["total_s"] = round(time.perf_counter() - t_start, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.figures != "1234" and out.is_file():
+        # a partial run replaces only its own figures; each figure keeps the machine it ran on
+        old = json.loads(out.read_text())
+        for key in ("steered_vs_unsteered", "sweep_batched_vs_per_cell", "bridge_vs_hf",
+                    "decode_step_profile"):
+            if key in res:
+                res[key]["machine"] = res["machine"]
+        res = {**old, **{k: v for k, v in res.items() if k not in ("machine", "total_s")}}
     out.write_text(json.dumps(res, indent=2))
     print_table(res)
     print(f"wrote {out}")

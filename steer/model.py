@@ -331,7 +331,6 @@ class SteerModel:
 
 
 def load_model(name: str = EMBEDDED, device: str = "auto", dtype: str = "auto") -> SteerModel:
-    from transformer_lens.model_bridge import TransformerBridge
 
     _quiet_transformers()
     dev = resolve_device(device)
@@ -344,6 +343,14 @@ def load_model(name: str = EMBEDDED, device: str = "auto", dtype: str = "auto") 
         hf, tok = _load_gguf(name)
     else:
         hf, tok = _load_hf(name)
+    return wrap(hf, tok, name, dev, dt)
+
+
+def wrap(hf, tok, name: str, dev: torch.device, dt: torch.dtype) -> SteerModel:
+    """A SteerModel around an already-built Hugging Face causal LM (e.g. random weights of a
+    given shape, for benchmarks)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     fp = fingerprint_weights(hf)
