@@ -239,7 +239,7 @@ def _execute(cfg, plan: Plan, source, pending: list[Unit], on_result, quiet, mod
              ray_address, workers) -> dict:
     """Run the pending units on the chosen backend; returns the worker's description."""
     total = sum(u.rows for u in pending)
-    label = f"{sum(len(u.cells) for u in pending)} cells"
+    label = f"{sum(len(u.cells) for u in pending)} cells, rows"
     if backend == "ray":
         from steer.distributed import run_ray
 
