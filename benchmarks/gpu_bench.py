@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from steer.model import _TINY_SHAPE
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
 
@@ -34,8 +36,8 @@ SHAPES = {
     "llama8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                     num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False,
                     rope_theta=500000.0),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
+    "tiny": {**{k: v for k, v in _TINY_SHAPE.items() if k != "max_position_embeddings"},
+             "tie_word_embeddings": True},
 }
 
 

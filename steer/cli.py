@@ -90,13 +90,11 @@ def run(config: Annotated[str, typer.Argument(help="Experiment YAML file.")],
 
 
 def _print_plan(cfg, config, run_dir):
-    from steer.plan import make_plan
     from steer.runner import describe_work
 
-    plan = make_plan(cfg, config)
     w = describe_work(cfg, config, run_dir)
-    typer.echo(f"{cfg.name} on {cfg.model.name}: {len(plan.conditions)} conditions "
-               f"({len(plan.unique_conditions)} distinct computations), {len(plan.seeds)} seeds")
+    typer.echo(f"{cfg.name} on {cfg.model.name}: {w['conditions']} conditions "
+               f"({w['computations']} distinct computations), {w['seeds']} seeds")
     typer.echo(f"  run directory: {w['run_dir']}")
     typer.echo(f"  cells: {w['cells']} in all, {w['done']} done, {w['pending_cells']} to run"
                + (f" ({w['failed_before']} failed before)" if w["failed_before"] else ""))
@@ -184,6 +182,9 @@ def _register_subcommands():
 _register_subcommands()
 
 
+INTERRUPTED = "interrupted: finished cells are saved; rerun the same command to finish"
+
+
 def main():
     from steer.errors import SteerError
 
@@ -193,8 +194,7 @@ def main():
         # Ctrl-C into exit code 130 this way).
         rc = app(standalone_mode=False)
         if rc == 130:
-            _safe_exit("interrupted: finished cells are saved; rerun the same command to finish",
-                       130)
+            _safe_exit(INTERRUPTED, 130)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except ConfigError as e:
@@ -208,8 +208,7 @@ def main():
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        _safe_exit("interrupted: finished cells are saved; rerun the same command to finish",
-                   130)
+        _safe_exit(INTERRUPTED, 130)
     except Exception as e:  # click's own usage errors
         import click
 

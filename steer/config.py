@@ -78,7 +78,6 @@ class GenerationSpec(_Strict):
     batch_size: int | Literal["auto"] = 32
     system_prompt: str | None = None
 
-
     @field_validator("batch_size")
     @classmethod
     def _batch(cls, v):

@@ -88,9 +88,8 @@ def run_ray(cfg, plan, source, pending, on_result, address: str | None = None,
                 from steer.errors import SteerError
 
                 raise SteerError("every Ray worker died; finished cells are saved")
-        info = dict(infos[0])
+        info = dict(ray.get(actors[0].info.remote()) if actors else infos[0])
         info["workers"] = [{"host": i["host"], "pid": i["pid"]} for i in infos]
-        info["batch_size"] = infos[0]["batch_size"]
         return info
     finally:
         if started:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 from steer.batching import BatchSizer
@@ -55,10 +56,11 @@ class Worker:
         self.timings: dict[str, float] = {}
         t = time.perf_counter()
         if model is None:
-            with progress.console.status(f"loading {cfg.model.name}", spinner="dots") if (
-                    not quiet and progress.console.is_terminal) else _null():
-                if not quiet and not progress.console.is_terminal:
-                    progress.console.print(f"loading {cfg.model.name}", highlight=False)
+            label = f"loading {cfg.model.name}"
+            spinner = not quiet and progress.console.is_terminal
+            if not quiet and not spinner:
+                progress.console.print(label, highlight=False)
+            with progress.console.status(label, spinner="dots") if spinner else nullcontext():
                 model = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
         self.model = model
         self.timings["load_model"] = time.perf_counter() - t
@@ -172,11 +174,3 @@ class Worker:
                 "item": item, "seed": unit.seed, "metrics": metrics,
                 "extra": {"text": gen.text, "n_tokens": len(gen.ids), "stopped": gen.stopped}})
         return out
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -25,7 +25,7 @@ import torch
 TOLERANCE = 1e-3  # max |logit difference| relative to the logits' scale (attention kernels differ)
 
 
-def build_plain(bridge, device, dtype):
+def build_plain(bridge, device):
     """A plain HF model over `bridge`'s weights with relayed hook points, or None."""
     try:
         plain = _plain_tree(bridge, device)

@@ -78,10 +78,6 @@ def _prefix_key(row: GenRow) -> tuple:
                               if iv.scale != 0 and iv.positions != "generated"))
 
 
-def _forward(model, ids, mask, cache=None, logits_to_keep: int = 0):
-    return model.forward(ids, mask, cache, logits_to_keep, use_cache=True)
-
-
 def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list[GenResult]:
     tok = model.tokenizer
     keys = [_prefix_key(r) for r in rows]
@@ -101,12 +97,12 @@ def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list
         if ids_u.shape[1] > 1:
             with steer_rows(model, [list(k[1]) for k in uniq], vectors) as rs:
                 rs.phase = "prefix"
-                _, cache = _forward(model, ids_u[:, :-1], mask_u[:, :-1], None, 1)
+                _, cache = model.forward(ids_u[:, :-1], mask_u[:, :-1], None, 1, use_cache=True)
             for layer in cache.layers:
                 layer.batch_select_indices(which)
         with steer_rows(model, [r.interventions for r in rows], vectors) as rs:
             rs.phase = "last"
-            logits, cache = _forward(model, ids_u[which, -1:], mask, cache)
+            logits, cache = model.forward(ids_u[which, -1:], mask, cache, use_cache=True)
             rs.phase = "generated"
             for step in range(s.max_new_tokens):
                 nxt = _pick(logits[:, -1], gens, s).to(ids_u.device)
@@ -116,7 +112,7 @@ def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list
                 if bool(done.all()) or step == s.max_new_tokens - 1:
                     break
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                logits, cache = _forward(model, nxt[:, None], mask, cache)
+                logits, cache = model.forward(nxt[:, None], mask, cache)
     ids = ids_u[which]
     gen = torch.stack(out, dim=1).cpu() if out else torch.zeros(len(rows), 0, dtype=torch.long)
     results = []

@@ -362,7 +362,7 @@ def wrap(hf, tok, name: str, dev: torch.device, dt: torch.dtype) -> SteerModel:
     if os.environ.get("STEER_DECODE", "plain") != "bridge":
         from steer.fastpath import build_plain
 
-        plain = build_plain(bridge, dev, dt)
+        plain = build_plain(bridge, dev)
     return SteerModel(bridge=bridge, tokenizer=tok, name=name, device=dev, dtype=dt, fingerprint=fp,
                       plain=plain)
 

@@ -95,9 +95,8 @@ def describe_work(cfg: ExperimentConfig, source: str | Path, run_dir=None) -> di
     """What `steer run --dry-run` prints: cells, how many are done, and the work left."""
     plan = make_plan(cfg, source)
     units = make_units(cfg, plan, source)
-    path = Path(run_dir) if run_dir else Path(cfg.output_dir) / cfg.name
-    done = {p.stem for p in (path / "cells").glob("*.json")} if path.is_dir() else set()
-    failed = {p.stem for p in (path / "failures").glob("*.json")} if path.is_dir() else set()
+    run = run_dir_for(cfg, run_dir)
+    done, failed = run.done_keys(), run.failure_keys()
     cells = [c for u in units for c in u.cells]
     todo = [u for u in units if any(c.key not in done for c in u.cells)]
     kinds = {t.name: t for t in cfg.tasks}
@@ -107,7 +106,9 @@ def describe_work(cfg: ExperimentConfig, source: str | Path, run_dir=None) -> di
         u.rows * (kinds[u.task].max_new_tokens or 192) * kinds[u.task].attempts
         if kinds[u.task].type == "code" else u.rows * cfg.generation.max_new_tokens
         for u in todo if kinds[u.task].type in ("generate", "code"))
-    out = {"run_dir": str(path), "cells": len(cells),
+    out = {"run_dir": str(run.path), "conditions": len(plan.conditions),
+           "computations": len(plan.unique_conditions), "seeds": len(plan.seeds),
+           "cells": len(cells),
            "done": sum(c.key in done for c in cells),
            "failed_before": sum(c.key in failed and c.key not in done for c in cells),
            "pending_cells": sum(c.key not in done for c in cells),
@@ -115,15 +116,7 @@ def describe_work(cfg: ExperimentConfig, source: str | Path, run_dir=None) -> di
            "generated_rows": gen_rows, "max_new_tokens_total": new_tokens,
            "by_task": {t.name: sum(c.key not in done for c in cells if c.task == t.name)
                        for t in cfg.tasks}}
-    prev = {}
-    if (path / "manifest.json").is_file():
-        import json
-
-        try:
-            prev = json.loads((path / "manifest.json").read_text())
-        except ValueError:
-            prev = {}
-    rate = prev.get("seconds_per_row")
+    rate = run.read_manifest().get("seconds_per_row")
     if rate:
         out["estimated_s"] = round(rate * out["pending_rows"], 1)
     return out

@@ -65,9 +65,9 @@ class RunLocked(SteerError):
 
 class RunDir:
     def __init__(self, path: Path):
+        """A view of the directory; nothing is created until `lock()`, the writer's first step
+        (so `steer run --dry-run` can read an existing directory without touching it)."""
         self.path = Path(path)
-        for sub in ("plots", "cells", "failures"):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
         self._lock = None
 
     @classmethod
@@ -76,7 +76,10 @@ class RunDir:
 
     def lock(self) -> None:
         """Hold an exclusive lock on the directory for this process's lifetime (released by the
-        OS if the process dies), so that two runs never write the same directory."""
+        OS if the process dies), so that two runs never write the same directory. Creates the
+        directory and its folders."""
+        for sub in ("plots", "cells", "failures"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
         f = open(self.path / ".lock", "w")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
