@@ -92,17 +92,25 @@ def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list
     pad = tok.pad_token_id
     out: list[torch.Tensor] = []
     mask = mask_u[which]
+    # Rows that share a prefix read the prompt in two passes: the shared prefix once, then
+    # each row's last token under its own steering. With nothing to share, one pass suffices
+    # (the "prompt" phase steers the last token as "last" would), saving a forward call.
+    shared = len(uniq) < len(rows)
     with torch.no_grad():
         cache = None
-        if ids_u.shape[1] > 1:
+        if shared and ids_u.shape[1] > 1:
             with steer_rows(model, [list(k[1]) for k in uniq], vectors) as rs:
                 rs.phase = "prefix"
                 _, cache = model.forward(ids_u[:, :-1], mask_u[:, :-1], None, 1, use_cache=True)
             for layer in cache.layers:
                 layer.batch_select_indices(which)
         with steer_rows(model, [r.interventions for r in rows], vectors) as rs:
-            rs.phase = "last"
-            logits, cache = model.forward(ids_u[which, -1:], mask, cache, use_cache=True)
+            if cache is None:
+                rs.phase = "prompt"
+                logits, cache = model.forward(ids_u[which], mask, None, 1, use_cache=True)
+            else:
+                rs.phase = "last"
+                logits, cache = model.forward(ids_u[which, -1:], mask, cache, use_cache=True)
             rs.phase = "generated"
             for step in range(s.max_new_tokens):
                 nxt = _pick(logits[:, -1], gens, s).to(ids_u.device)
