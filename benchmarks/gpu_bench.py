@@ -8,7 +8,10 @@ needed to time one).
 For each shape: Hugging Face `generate` (eager loop, greedy, the same steering vector added by a
 forward hook after block L) against `steer.generate` with the vector as a per-row intervention,
 both in bf16 on the same prompts, interleaved and repeated; plus steer unsteered, and the batch
-size `--batch-size auto` would pick. Writes benchmarks/results/gpu_<shape>.json.
+size `--batch-size auto` would pick. steer's steered side is also timed with a static KV cache,
+eager (`static`) and with the decode step compiled (`compiled`: CUDA graphs on a GPU), see
+steer/static_decode.py; the warm-up time includes compiling. Writes
+benchmarks/results/gpu_<shape>.json.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--decode", default="dynamic,static,compiled",
+                    help="steer decode modes to time besides the default (comma-separated)")
     args = ap.parse_args()
 
     from steer.batching import BatchSizer
@@ -100,14 +105,18 @@ def main() -> None:
     never = [-1]  # random weights: run every row to the token limit on both sides
     samp = Sampling(max_new_tokens=args.new_tokens, temperature=0.0, top_p=1.0, stop_ids=never)
 
-    def steer_side(ivs):
+    def steer_side(ivs, decode="dynamic"):
         rows = [GenRow(x, ivs, seed=i) for i, x in enumerate(texts)]
 
         def run():
-            sync(device)
-            t0 = time.perf_counter()
-            out = generate(m, rows, None, samp, batch_size=args.batch)
-            sync(device)
+            m.decode = decode
+            try:
+                sync(device)
+                t0 = time.perf_counter()
+                out = generate(m, rows, None, samp, batch_size=args.batch)
+                sync(device)
+            finally:
+                m.decode = "dynamic"
             return time.perf_counter() - t0, out
         return run
 
@@ -136,8 +145,16 @@ def main() -> None:
 
     sides = {"hf_steered": hf_run, "steer_steered": steer_side((iv,)),
              "steer_unsteered": steer_side(())}
-    for f in sides.values():  # warm-up (kernels, allocator)
-        f()
+    for mode in args.decode.split(","):
+        if mode != "dynamic":
+            sides[f"steer_steered_{mode}"] = steer_side((iv,), mode)
+    warm = {}
+    for k, f in sides.items():  # warm-up (kernels, allocator; compiling, for "compiled")
+        warm[k], out = f()
+        if k.startswith("steer_steered"):
+            warm[k + "_first_row"] = out[0].ids[:8]
+    print("warm-up s:", {k: round(v, 1) for k, v in warm.items() if isinstance(v, float)},
+          flush=True)
     times: dict[str, list[float]] = {k: [] for k in sides}
     for r in range(args.reps):
         for k in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
@@ -154,6 +171,9 @@ def main() -> None:
         "tok_s": {k: round(v, 1) for k, v in tps.items()},
         "times_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "steer_steered_over_hf": round(tps["steer_steered"] / tps["hf_steered"], 3),
+        **{f"{k}_over_hf": round(tps[k] / tps["hf_steered"], 3) for k in tps
+           if k.startswith("steer_steered_")},
+        "warmup_s": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in warm.items()},
         "steered_over_unsteered": round(tps["steer_steered"] / tps["steer_unsteered"], 3),
         "auto_batch_size": sizer.size,
         "peak_gpu_mem_gb": (round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
@@ -162,8 +182,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"gpu_{args.shape}.json"
     path.write_text(json.dumps(res, indent=2))
-    print(json.dumps({k: res[k] for k in ("shape", "tok_s", "steer_steered_over_hf",
-                                          "steered_over_unsteered", "auto_batch_size")}))
+    print(json.dumps({k: v for k, v in res.items() if k in ("shape", "tok_s", "auto_batch_size",
+                                                             "steered_over_unsteered")
+                      or k.endswith("_over_hf")}))
     print(f"wrote {path}")
 
 

@@ -36,7 +36,7 @@ def build_plain(bridge, device):
     return plain
 
 
-def _plain_tree(bridge, device):
+def _plain_tree(bridge, device, relay: bool = True):
     from transformers import AutoModelForCausalLM
 
     src = bridge.original_model
@@ -59,8 +59,9 @@ def _plain_tree(bridge, device):
         raise RuntimeError(f"not shared with the bridge: {left[:3]}")
     if len(plain.model.layers) != len(bridge.blocks):
         raise RuntimeError("layer count differs from the bridge's")
-    for i, layer in enumerate(plain.model.layers):
-        layer.register_forward_hook(_relay(bridge.blocks[i].hook_out))
+    if relay:
+        for i, layer in enumerate(plain.model.layers):
+            layer.register_forward_hook(_relay(bridge.blocks[i].hook_out))
     return plain.eval()
 
 

@@ -79,54 +79,77 @@ def _prefix_key(row: GenRow) -> tuple:
 
 
 def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list[GenResult]:
-    tok = model.tokenizer
     keys = [_prefix_key(r) for r in rows]
     uniq = list(dict.fromkeys(keys))
     slot = {k: i for i, k in enumerate(uniq)}
-    which = torch.tensor([slot[k] for k in keys])
     ids_u, mask_u = model.encode([k[0] for k in uniq])  # left-padded: last column = last token
-    which = which.to(ids_u.device)
-    gens = [torch.Generator().manual_seed(int(r.seed)) for r in rows]
-    stop = torch.tensor(sorted(set(s.stop_ids)), dtype=torch.long, device=ids_u.device)
-    done = torch.zeros(len(rows), dtype=torch.bool, device=ids_u.device)
-    pad = tok.pad_token_id
-    out: list[torch.Tensor] = []
-    mask = mask_u[which]
-    # Rows that share a prefix read the prompt in two passes: the shared prefix once, then
-    # each row's last token under its own steering. With nothing to share, one pass suffices
-    # (the "prompt" phase steers the last token as "last" would), saving a forward call.
-    shared = len(uniq) < len(rows)
+    which = torch.tensor([slot[k] for k in keys], device=ids_u.device)
+    ids, mask = ids_u[which], mask_u[which]
+    ivs = [r.interventions for r in rows]
+    static = model.static_decoder()
     with torch.no_grad():
+        if static is not None:
+            with steer_rows(model, ivs, vectors) as rs:  # its deltas, loaded into static buffers
+                logits, st = static.prefill(ids, mask, rs, s.max_new_tokens)
+            out = _decode(logits, lambda nxt: static.step(st, nxt), rows, s, model)
+            return _finish(model, rows, ids, mask, out, s)
         cache = None
-        if shared and ids_u.shape[1] > 1:
+        if len(uniq) < len(rows) and ids_u.shape[1] > 1:
+            # Rows sharing a prefix (other seeds, or steering only generated positions) read it
+            # once; each row's last token then goes through under its own steering.
             with steer_rows(model, [list(k[1]) for k in uniq], vectors) as rs:
                 rs.phase = "prefix"
                 _, cache = model.forward(ids_u[:, :-1], mask_u[:, :-1], None, 1, use_cache=True)
             for layer in cache.layers:
                 layer.batch_select_indices(which)
-        with steer_rows(model, [r.interventions for r in rows], vectors) as rs:
-            if cache is None:
+        with steer_rows(model, ivs, vectors) as rs:
+            if cache is None:  # nothing shared: one pass ("prompt" steers the last token too)
                 rs.phase = "prompt"
-                logits, cache = model.forward(ids_u[which], mask, None, 1, use_cache=True)
+                logits, cache = model.forward(ids, mask, None, 1, use_cache=True)
             else:
                 rs.phase = "last"
-                logits, cache = model.forward(ids_u[which, -1:], mask, cache, use_cache=True)
+                logits, cache = model.forward(ids[:, -1:], mask, cache, use_cache=True)
             rs.phase = "generated"
-            for step in range(s.max_new_tokens):
-                nxt = _pick(logits[:, -1], gens, s).to(ids_u.device)
-                nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-                out.append(nxt)
-                done |= torch.isin(nxt, stop)
-                if bool(done.all()) or step == s.max_new_tokens - 1:
-                    break
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                logits, cache = model.forward(nxt[:, None], mask, cache)
-    ids = ids_u[which]
+            full = mask  # past + new tokens
+
+            def step(nxt):
+                nonlocal cache, full
+                full = torch.cat([full, torch.ones_like(full[:, :1])], dim=1)
+                out_logits, cache = model.forward(nxt[:, None], full, cache)
+                return out_logits[:, -1]
+
+            out = _decode(logits[:, -1], step, rows, s, model)
+    return _finish(model, rows, ids, mask, out, s)
+
+
+def _decode(logits: torch.Tensor, step: Callable[[torch.Tensor], torch.Tensor], rows,
+            s: Sampling, model) -> list[torch.Tensor]:
+    """The token loop: pick one token per row from `logits` [B, vocab], feed it to `step`,
+    until every row has stopped or `max_new_tokens` are out. Finished rows get padding."""
+    stop = torch.tensor(sorted(set(s.stop_ids)), dtype=torch.long, device=logits.device)
+    done = torch.zeros(len(rows), dtype=torch.bool, device=logits.device)
+    gens = [torch.Generator().manual_seed(int(r.seed)) for r in rows]
+    pad = model.tokenizer.pad_token_id
+    out: list[torch.Tensor] = []
+    for i in range(s.max_new_tokens):
+        nxt = _pick(logits, gens, s).to(logits.device)
+        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        out.append(nxt)
+        done |= torch.isin(nxt, stop)
+        if bool(done.all()) or i == s.max_new_tokens - 1:
+            break
+        logits = step(nxt)
+    return out
+
+
+def _finish(model, rows, ids: torch.Tensor, mask: torch.Tensor, out: list[torch.Tensor],
+            s: Sampling) -> list[GenResult]:
+    tok = model.tokenizer
     gen = torch.stack(out, dim=1).cpu() if out else torch.zeros(len(rows), 0, dtype=torch.long)
     results = []
     stop_set = set(s.stop_ids)
     for r in range(len(rows)):
-        prompt_ids = ids[r][mask_u[which[r]].bool()].tolist()
+        prompt_ids = ids[r][mask[r].bool()].tolist()
         row, stopped = [], False
         for t in gen[r].tolist():
             if t in stop_set:

@@ -32,6 +32,10 @@ if TYPE_CHECKING:  # torch is imported where used: `steer validate` must start f
 
 EMBEDDED = "smollm2-135m-instruct"
 TINY = "tiny-random"
+# STEER_DECODE: "bridge" decodes through the TransformerBridge; "dynamic" (or "plain") on the
+# plain HF tree with a growing KV cache; "static" / "compiled" with a static cache
+# (static_decode.py).
+DECODE_MODES = ("dynamic", "plain", "bridge", "static", "compiled")
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _TINY_SHAPE = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
@@ -250,6 +254,21 @@ class SteerModel:
     # The HF module tree over the bridge's weights, used for decoding (see fastpath.py); None:
     # decode through the bridge.
     plain: object | None = field(default=None, repr=False)
+    # How generation decodes on the plain tree: "dynamic" (a growing KV cache), "static" or
+    # "compiled" (static_decode.py). From STEER_DECODE at load.
+    decode: str = "dynamic"
+    _static: dict = field(default_factory=dict, repr=False)  # decode mode -> StaticDecoder
+
+    def static_decoder(self):
+        """The StaticDecoder for `decode` "static"/"compiled", built on first use; None when
+        generation uses the growing cache."""
+        if self.decode not in ("static", "compiled") or self.plain is None:
+            return None
+        if self.decode not in self._static:
+            from steer.static_decode import StaticDecoder
+
+            self._static[self.decode] = StaticDecoder(self, compiled=self.decode == "compiled")
+        return self._static[self.decode]
 
     @property
     def n_layers(self) -> int:
@@ -359,16 +378,20 @@ def wrap(hf, tok, name: str, dev: torch.device, dt: torch.dtype) -> SteerModel:
                                                  dtype=dt)
     bridge.eval()
     plain = None
-    if os.environ.get("STEER_DECODE", "plain") != "bridge":
+    mode = os.environ.get("STEER_DECODE", "dynamic")
+    if mode not in DECODE_MODES:
+        raise ModelLoadError(f"STEER_DECODE={mode!r}: expected one of {', '.join(DECODE_MODES)}")
+    if mode != "bridge":
         from steer.fastpath import build_plain
 
         plain = build_plain(bridge, dev)
     return SteerModel(bridge=bridge, tokenizer=tok, name=name, device=dev, dtype=dt, fingerprint=fp,
-                      plain=plain)
+                      plain=plain, decode="dynamic" if mode in ("bridge", "plain") else mode)
 
 
 def describe(model: SteerModel) -> dict:
     return {"name": model.name, "fingerprint": model.fingerprint, "n_layers": model.n_layers,
             "d_model": model.d_model, "device": str(model.device),
             "dtype": str(model.dtype).replace("torch.", ""),
-            "decode": "plain" if model.plain is not None else "bridge"}
+            "decode": "plain" if model.plain is not None else "bridge",
+            "kv_cache": model.decode if model.plain is not None else "dynamic"}

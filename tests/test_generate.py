@@ -1,5 +1,7 @@
 import math
+import shutil
 
+import pytest
 import torch
 
 from steer.generate import GenRow, Sampling, generate, score
@@ -98,3 +100,54 @@ def test_the_plain_decode_path_matches_the_bridge_and_still_steers(tiny, tiny_ve
     assert any(fast[i].ids != fast[i + 6].ids for i in range(3))
     # with no hook registered, the relay leaves the forward pass untouched
     assert not any(b.hook_out._forward_hooks for b in tiny.bridge.blocks)
+
+
+def _decode_rows(model):
+    ivs = [(), (Intervention("desperate", 1, 3.0),), (Intervention("calm", 1, 3.0, "generated"),),
+           (Intervention("desperate", 2, -3.0, "prompt"),)]
+    return [GenRow(model.format_prompt(p), iv, seed) for p in PROMPTS for iv in ivs
+            for seed in (0, 1)]
+
+
+def _with_decode(model, mode, fn):
+    old = model.decode
+    model.decode = mode
+    try:
+        return fn()
+    finally:
+        model.decode = old
+
+
+def test_static_cache_decoding_gives_the_dynamic_paths_tokens(tiny, tiny_vectors):
+    """STEER_DECODE=static: prefill into a static cache, steering from persistent buffers,
+    fixed-shape decode steps. Greedy tokens must equal the growing-cache path's, for every
+    steering position mode, padded rows and rows sharing a prompt. (Sampling on the random tiny
+    model is near-uniform over 49k tokens, where rounding differences flip draws.)"""
+    s = Sampling(max_new_tokens=10, temperature=0.0)
+    rows = _decode_rows(tiny)
+    dynamic = generate(tiny, rows, tiny_vectors, s, batch_size=len(rows))
+    static = _with_decode(tiny, "static",
+                          lambda: generate(tiny, rows, tiny_vectors, s, batch_size=len(rows)))
+    assert [r.ids for r in static] == [r.ids for r in dynamic]
+    # each steering mode changed the tokens of some prompt, so the buffers reached the model
+    for k in (1, 2, 3):
+        assert any(static[8 * p + 2 * k].ids != static[8 * p].ids for p in range(len(PROMPTS)))
+    # a second batch of other prompt lengths reuses the same cache bucket (one graph on a GPU)
+    dec = tiny.static_decoder() if tiny.decode == "static" else None
+    assert dec is None  # the mode is restored
+    _with_decode(tiny, "static", lambda: generate(tiny, rows[:3], tiny_vectors, s, batch_size=3))
+    assert set(tiny._static["static"]._states) == {(len(rows), 64), (3, 64)}
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on a CPU needs a C++ compiler")
+def test_compiled_decoding_gives_the_same_tokens(tiny, tiny_vectors):
+    """STEER_DECODE=compiled: the decode step through torch.compile (on a CPU, inductor's C++
+    kernels; on a GPU, CUDA graphs) gives the same greedy tokens as the eager path."""
+    greedy = Sampling(max_new_tokens=8, temperature=0.0)
+    rows = _decode_rows(tiny)[::2]
+    dynamic = generate(tiny, rows, tiny_vectors, greedy, batch_size=len(rows))
+    compiled = _with_decode(tiny, "compiled", lambda: generate(
+        tiny, rows, tiny_vectors, greedy, batch_size=len(rows)))
+    assert tiny._static["compiled"].compiled
+    assert [r.ids for r in compiled] == [r.ids for r in dynamic]
