@@ -77,6 +77,10 @@ class GenerationSpec(_Strict):
     # "auto": the largest batch that fits, backing off on out-of-memory (recorded in the manifest)
     batch_size: int | Literal["auto"] = 32
     system_prompt: str | None = None
+    # KV cache of generation: "dynamic" grows per step; "static"/"compiled" keep fixed shapes,
+    # "compiled" records the decode step (CUDA graphs on a GPU). "auto": STEER_DECODE, else
+    # dynamic. Like batch_size, it changes speed, not results' keys.
+    decode: Literal["auto", "dynamic", "static", "compiled"] = "auto"
 
     @field_validator("batch_size")
     @classmethod

@@ -62,6 +62,8 @@ class Worker:
                 progress.console.print(label, highlight=False)
             with progress.console.status(label, spinner="dots") if spinner else nullcontext():
                 model = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
+        if cfg.generation.decode != "auto":
+            model.decode = cfg.generation.decode
         self.model = model
         self.timings["load_model"] = time.perf_counter() - t
         t = time.perf_counter()

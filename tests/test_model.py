@@ -34,3 +34,9 @@ def test_missing_models_fail_with_a_clear_error(tmp_path):
         load_model(str(tmp_path / "absent.gguf"), device="cpu")
     with pytest.raises(ModelLoadError, match="could not load model"):
         load_model(str(tmp_path / "no-model-here"), device="cpu")
+
+
+def test_an_unknown_decode_mode_is_refused_at_load(monkeypatch):
+    monkeypatch.setenv("STEER_DECODE", "warp")
+    with pytest.raises(ModelLoadError, match="STEER_DECODE='warp'"):
+        load_model("tiny-random", device="cpu", dtype="float32")

@@ -132,3 +132,15 @@ def test_behaviour_tasks_run_end_to_end_through_the_cli(tmp_path):
     assert (run / "elo_prefs.csv").is_file() and (run / "elo_readout_prefs.csv").is_file()
     report = (run / "report.md").read_text()
     assert "Behaviour: dose-response slopes" in report and "Preferences (prefs)" in report
+
+
+def test_generation_decode_static_reaches_the_model(tmp_path):
+    """`generation.decode: static` is applied to the loaded model (the manifest says so) and the
+    sweep completes. (Token equality with the default path: tests/test_generate.py.)"""
+    res = steer_cli("run", ROOT / "configs" / "smoke.yaml", "--set", f"output_dir={tmp_path}",
+                    "--set", "generation.decode=static", "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = next(tmp_path.iterdir())
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["model"]["kv_cache"] == "static"
+    assert manifest["status"] == "complete" and manifest["n_samples"] == 54
