@@ -12,6 +12,10 @@ size `--batch-size auto` would pick. steer's steered side is also timed with a s
 eager (`static`) and with the decode step compiled (`compiled`: CUDA graphs on a GPU), see
 steer/static_decode.py; the warm-up time includes compiling. Writes
 benchmarks/results/gpu_<shape>.json.
+
+On a bare GPU machine (PyTorch and transformers, no TransformerLens): `benchmarks/gpu_kit.sh`
+here prepares `.devkit/` (wheels and the tokenizer), and `benchmarks/gpu_run.sh` there runs both
+shapes with every decode mode (checked on a CPU in an environment like the device machine's).
 """
 
 from __future__ import annotations
