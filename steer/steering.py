@@ -11,6 +11,7 @@ conditions: `steer_rows` builds a per-row delta for each layer and registers one
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -149,12 +150,36 @@ def steer(model, interventions: Sequence[Intervention], vectors, batch: int = 1)
         yield rs
 
 
+class _PerThread:
+    """A `{layer: activations}` mapping of which each thread sees its own."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    @property
+    def _d(self) -> dict[int, torch.Tensor]:
+        if not hasattr(self._local, "d"):
+            self._local.d = {}
+        return self._local.d
+
+    def __setitem__(self, layer: int, x: torch.Tensor) -> None:
+        self._d[layer] = x
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        return self._d[layer]
+
+    def __contains__(self, layer: object) -> bool:
+        return layer in self._d
+
+
 @contextmanager
-def capture(model, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
+def capture(model, layers: Sequence[int], per_thread: bool = False
+            ) -> Iterator[dict[int, torch.Tensor]]:
     """Record the residual stream after each of `layers` on the next forward passes.
 
-    Yields a dict that fills with `{layer: activations}` (the latest pass overwrites)."""
-    store: dict[int, torch.Tensor] = {}
+    Yields a dict that fills with `{layer: activations}` (the latest pass overwrites). With
+    `per_thread`, forward passes running in several threads at once each fill their own."""
+    store: dict[int, torch.Tensor] | _PerThread = _PerThread() if per_thread else {}
 
     def make(layer: int):
         def fn(x: torch.Tensor, hook=None):
@@ -164,4 +189,4 @@ def capture(model, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
         return fn
 
     with model.bridge.hooks(fwd_hooks=[(model.resid_hook(L), make(L)) for L in layers]):
-        yield store
+        yield store  # type: ignore[misc]

@@ -85,3 +85,32 @@ def test_topic_effects_are_removed_from_unbalanced_corpora():
     a1 = emotion_effects(xb, lb, list(emo), tb)
     a2 = emotion_effects(xb, lb, list(emo))
     assert torch.allclose(a1 - a1.mean(0), a2 - a2.mean(0), atol=1e-5)
+
+
+def test_text_means_in_parallel_threads_equal_one_thread(tiny):
+    """With several torch threads on a CPU, batches run side by side in Python threads, each
+    capturing its own activations: the means must equal a single-threaded pass exactly, in
+    input order, and the torch thread count is restored."""
+    from steer.vectors.corpus import load_corpus
+    from steer.vectors.extract import text_means
+
+    texts = [s.text for s in load_corpus().stories[:40]]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = text_means(tiny, texts, batch_size=4)
+        torch.set_num_threads(2)
+        seen = []
+        parallel = text_means(tiny, texts, batch_size=4, progress=seen.append)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(parallel, serial)
+    assert sum(seen) == len(texts)
+    # each row is its own text's: a text read alone gives the same row
+    torch.set_num_threads(1)
+    try:
+        alone = text_means(tiny, texts[7:8])
+    finally:
+        torch.set_num_threads(before)
+    assert torch.allclose(alone[0], serial[7], atol=1e-4)

@@ -43,22 +43,44 @@ def masked_means(acts: dict[int, torch.Tensor], keep: torch.Tensor, norms: torch
 
 def text_means(model, texts: list[str], offset: int = 4, batch_size: int = 16,
                progress: Callable[[int], None] | None = None) -> torch.Tensor:
-    """[N, n_layers, d_model] mean residual activation of each text at every layer."""
+    """[N, n_layers, d_model] mean residual activation of each text at every layer.
+
+    On a CPU with several torch threads, batches run concurrently in as many Python threads,
+    one torch thread each: at these matrix sizes two single-threaded passes side by side beat
+    one two-threaded pass (12-15% on 2 cores, benchmarks/vectors_bench.py)."""
     from steer.steering import capture
 
     norms = model.resid_norms()
     layers = list(range(model.n_layers))
     # Sort by length so batches carry little padding; results go back in input order.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     result = torch.zeros(len(texts), model.n_layers, model.d_model)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    torch_threads = torch.get_num_threads()
+    threads = min(torch_threads if model.device.type == "cpu" else 1, len(batches))
+
+    def run(idx: list[int], acts) -> None:
         ids, mask = model.encode([texts[i] for i in idx])
-        with torch.no_grad(), capture(model, layers) as acts:
+        with torch.no_grad():
             model.forward(ids, mask, logits_to_keep=1)  # activations only
         result[idx] = masked_means(acts, _keep_mask(mask, offset), norms, model.n_layers)
         if progress:
             progress(len(idx))
+
+    with capture(model, layers, per_thread=threads > 1) as acts:
+        if threads <= 1:
+            for idx in batches:
+                run(idx, acts)
+            return result
+        from concurrent.futures import ThreadPoolExecutor
+
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(threads) as pool:
+                for f in [pool.submit(run, idx, acts) for idx in batches]:
+                    f.result()
+        finally:
+            torch.set_num_threads(torch_threads)
     return result
 
 
