@@ -42,7 +42,8 @@ def masked_means(acts: dict[int, torch.Tensor], keep: torch.Tensor, norms: torch
 
 
 def text_means(model, texts: list[str], offset: int = 4, batch_size: int = 16,
-               progress: Callable[[int], None] | None = None) -> torch.Tensor:
+               progress: Callable[[int], None] | None = None,
+               parallel: bool = True) -> torch.Tensor:
     """[N, n_layers, d_model] mean residual activation of each text at every layer.
 
     On a CPU with several torch threads, batches run concurrently in as many Python threads,
@@ -57,7 +58,7 @@ def text_means(model, texts: list[str], offset: int = 4, batch_size: int = 16,
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     result = torch.zeros(len(texts), model.n_layers, model.d_model)
     torch_threads = torch.get_num_threads()
-    threads = min(torch_threads if model.device.type == "cpu" else 1, len(batches))
+    threads = min(torch_threads if parallel and model.device.type == "cpu" else 1, len(batches))
 
     def run(idx: list[int], acts) -> None:
         ids, mask = model.encode([texts[i] for i in idx])
