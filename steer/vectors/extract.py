@@ -48,7 +48,7 @@ def text_means(model, texts: list[str], offset: int = 4, batch_size: int = 16,
 
     On a CPU with several torch threads, batches run concurrently in as many Python threads,
     one torch thread each: at these matrix sizes two single-threaded passes side by side beat
-    one two-threaded pass (12-15% on 2 cores, benchmarks/vectors_bench.py)."""
+    one two-threaded pass (11-15% faster on 2 cores, benchmarks/vectors_bench.py)."""
     from steer.steering import capture
 
     norms = model.resid_norms()
