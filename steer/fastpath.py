@@ -50,6 +50,11 @@ def _plain_tree(bridge, device, relay: bool = True):
              for k, v in itertools.chain(src.named_parameters(), src.named_buffers())}
     plain.load_state_dict(state, strict=False, assign=True)
     plain.tie_weights()
+    # Non-persistent buffers are not in a state dict (e.g. Gemma's embedding scale): share them.
+    for name, buf in list(plain.named_buffers()):
+        if buf.is_meta and name in state:
+            owner, _, attr = name.rpartition(".")
+            plain.get_submodule(owner)._buffers[attr] = state[name]
     # Non-persistent buffers (the rotary frequencies) are rebuilt on the real device.
     rot = plain.model.rotary_emb
     plain.model.rotary_emb = type(rot)(config=cfg).to(device)

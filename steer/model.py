@@ -163,15 +163,20 @@ def embedded_tokenizer():
 
 
 def _load_embedded():
+    return _load_dequantized(embedded_gguf(), _embedded_cache_path())
+
+
+def _load_dequantized(gguf: Path, path: Path):
+    """A GGUF model as fp32 HF weights: dequantized (and its tokenizer converted) once, then
+    reloaded from the cached safetensors copy at `path`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = _embedded_cache_path()
     if not (path / "model.safetensors").exists():
-        gguf = embedded_gguf()
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                   dtype=torch.float32)
+        _name_architecture(hf)
         # A GGUF-loaded model refuses save_pretrained while it still looks quantized.
         hf.hf_quantizer = None
         if hasattr(hf.config, "quantization_config"):
@@ -202,15 +207,20 @@ def _load_tiny(seed: int = 0):
 
 
 def _load_gguf(path: str):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"GGUF file not found: {p}")
-    tok = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name)
-    hf = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, dtype=torch.float32)
-    return hf, tok
+    # Keyed by the file's identity, so that a replaced file is dequantized afresh.
+    st = p.resolve().stat()
+    key = hashlib.sha256(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    return _load_dequantized(p, cache_dir() / "models" / f"gguf-{p.stem}-{key[:16]}-fp32")
+
+
+def _name_architecture(hf) -> None:
+    """GGUF-built configs (e.g. Gemma 3's) carry no `architectures`, by which TransformerLens
+    picks its adapter: name the class transformers actually built."""
+    if not getattr(hf.config, "architectures", None):
+        hf.config.architectures = [type(hf).__name__]
 
 
 def _load_hf(name: str):

@@ -40,3 +40,48 @@ def test_an_unknown_decode_mode_is_refused_at_load(monkeypatch):
     monkeypatch.setenv("STEER_DECODE", "warp")
     with pytest.raises(ModelLoadError, match="STEER_DECODE='warp'"):
         load_model("tiny-random", device="cpu", dtype="float32")
+
+
+def test_a_gemma3_model_with_no_named_architecture_wraps_and_decodes_on_the_fast_path():
+    """GGUF-built configs (Gemma 3's, for one) carry no `architectures`: the loader names the
+    class transformers built, so TransformerLens finds its adapter. Gemma's non-persistent
+    embedding scale is shared with the plain fast path, whose steered and unsteered greedy
+    tokens equal the bridge's."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from steer.generate import GenRow, Sampling, generate
+    from steer.model import _load_tiny, _name_architecture, wrap
+    from steer.steering import Intervention
+    from steer.vectors.store import EmotionVectors
+
+    _, tok = _load_tiny()
+    cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           head_dim=16, max_position_embeddings=256, sliding_window=16)
+    torch.manual_seed(0)
+    hf = Gemma3ForCausalLM(cfg).eval()
+    hf.config.architectures = None
+    ids = tok(["Nobody named this architecture."], return_tensors="pt").input_ids
+    with torch.no_grad():
+        want = hf(ids).logits
+    _name_architecture(hf)
+    assert hf.config.architectures == ["Gemma3ForCausalLM"]
+    model = wrap(hf, tok, "tiny-gemma3", torch.device("cpu"), torch.float32)
+    assert model.n_layers == 2 and model.plain is not None
+    with torch.no_grad():
+        got, _ = model.forward(ids)
+    assert torch.allclose(got, want, atol=1e-4)
+
+    vecs = EmotionVectors(["calm", "desperate"], torch.randn(2, 2, 64))
+    prompts = ["Hi.", "The deadline is in an hour and the build is red again, what now?"]
+    rows = [GenRow(model.format_prompt(p), ivs, 0) for p in prompts
+            for ivs in ((), (Intervention("desperate", 1, 4.0),))]
+    greedy = Sampling(max_new_tokens=20, temperature=0.0)  # prompt + 20 > the 16-token window
+    fast = generate(model, rows, vecs, greedy, batch_size=4)
+    plain, model.plain = model.plain, None
+    try:
+        slow = generate(model, rows, vecs, greedy, batch_size=4)
+    finally:
+        model.plain = plain
+    assert [r.ids for r in fast] == [r.ids for r in slow]
+    assert fast[0].ids != fast[1].ids and fast[2].ids != fast[3].ids  # steering reaches it
