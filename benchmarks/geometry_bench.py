@@ -7,7 +7,8 @@ For every model given, it builds (or loads from cache) the 171 vectors from the 
 corpus and measures, per layer, |r| of PC1-PC3 with human valence and arousal ratings
 (Warriner et al. 2013). Where ../shared/data/goemotions exists it also builds vectors the same
 way from natural text: GoEmotions dev comments that carry a single label (at most 120 per label),
-each label as an "emotion", the comments labelled neutral as the neutral set. It then compares
+each label as an "emotion", the comments labelled neutral as the neutral set, averaged from the
+second token on (they are short). It then compares
   - story vectors, all 171 concepts;
   - story vectors of only the concepts that match GoEmotions labels (the same kind of emotion
     set, different texts);
