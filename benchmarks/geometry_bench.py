@@ -29,22 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from vectors_bench import DATA, GOEMOTIONS_TO_STEER, OUT
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-OUT = ROOT / "benchmarks" / "results"
-
-# GoEmotions labels and the nearest of the 171 concepts (the vectors bench's map, plus three
-# labels it leaves out because their counterparts are looser).
-COUNTERPARTS = {
-    "admiration": "awestruck", "amusement": "amused", "anger": "angry", "annoyance": "annoyed",
-    "approval": "pleased", "caring": "compassionate", "confusion": "puzzled",
-    "disappointment": "dispirited", "disapproval": "indignant", "disgust": "disgusted",
-    "embarrassment": "embarrassed", "excitement": "excited", "fear": "afraid",
-    "gratitude": "grateful", "grief": "grief-stricken", "joy": "joyful", "love": "loving",
-    "nervousness": "nervous", "optimism": "optimistic", "pride": "proud", "relief": "relieved",
-    "remorse": "remorseful", "sadness": "sad", "surprise": "surprised",
-}
+# GoEmotions labels and the nearest of the 171 concepts: the vectors bench's map, plus three
+# labels it leaves out because their counterparts are looser.
+COUNTERPARTS = {**GOEMOTIONS_TO_STEER, "admiration": "awestruck", "approval": "pleased",
+                "disapproval": "indignant"}
 
 
 def geometry(units_by_layer: dict[int, torch.Tensor], names: list[str]) -> dict[int, dict]:

@@ -40,3 +40,16 @@ def steer_cli(*args, cwd=ROOT, timeout=600, env=None):
     exe = shutil.which("steer", path=str(Path(sys.executable).parent)) or "steer"
     return subprocess.run([exe, *map(str, args)], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def generate_fast_and_bridge(model, rows, vectors, sampling, batch_size):
+    """The same generation on the plain fast path and through the bridge alone."""
+    from steer.generate import generate
+
+    fast = generate(model, rows, vectors, sampling, batch_size=batch_size)
+    plain, model.plain = model.plain, None
+    try:
+        slow = generate(model, rows, vectors, sampling, batch_size=batch_size)
+    finally:
+        model.plain = plain
+    return fast, slow

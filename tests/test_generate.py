@@ -7,6 +7,8 @@ import torch
 from steer.generate import GenRow, Sampling, generate, score
 from steer.steering import Intervention
 
+from .conftest import generate_fast_and_bridge
+
 PROMPTS = ["Hi.", "My code is due in one hour and the tests keep failing. What should I do?",
            "Tell me about the sea."]
 
@@ -88,12 +90,7 @@ def test_the_plain_decode_path_matches_the_bridge_and_still_steers(tiny, tiny_ve
     greedy = Sampling(max_new_tokens=12, temperature=0.0)
     rows = (_rows(tiny, PROMPTS) + _rows(tiny, PROMPTS, ivs=[Intervention("desperate", 1, 4.0)])
             + _rows(tiny, PROMPTS, ivs=[Intervention("calm", 2, -4.0, "generated")]))
-    fast = generate(tiny, rows, tiny_vectors, greedy, batch_size=9)
-    plain, tiny.plain = tiny.plain, None
-    try:
-        slow = generate(tiny, rows, tiny_vectors, greedy, batch_size=9)
-    finally:
-        tiny.plain = plain
+    fast, slow = generate_fast_and_bridge(tiny, rows, tiny_vectors, greedy, batch_size=9)
     assert [r.ids for r in fast] == [r.ids for r in slow]
     # steering reaches the plain path: steered rows differ from unsteered ones
     assert any(fast[i].ids != fast[i + 3].ids for i in range(3))

@@ -4,6 +4,8 @@ import torch
 from steer.errors import ModelLoadError
 from steer.model import fingerprint_weights, known_layer_count, load_model
 
+from .conftest import generate_fast_and_bridge
+
 
 def test_tiny_random_is_deterministic_and_describes_itself(tiny):
     again = load_model("tiny-random", device="cpu")
@@ -49,7 +51,7 @@ def test_a_gemma3_model_with_no_named_architecture_wraps_and_decodes_on_the_fast
     tokens equal the bridge's."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from steer.generate import GenRow, Sampling, generate
+    from steer.generate import GenRow, Sampling
     from steer.model import _load_tiny, _name_architecture, wrap
     from steer.steering import Intervention
     from steer.vectors.store import EmotionVectors
@@ -77,12 +79,7 @@ def test_a_gemma3_model_with_no_named_architecture_wraps_and_decodes_on_the_fast
     rows = [GenRow(model.format_prompt(p), ivs, 0) for p in prompts
             for ivs in ((), (Intervention("desperate", 1, 4.0),))]
     greedy = Sampling(max_new_tokens=20, temperature=0.0)  # prompt + 20 > the 16-token window
-    fast = generate(model, rows, vecs, greedy, batch_size=4)
-    plain, model.plain = model.plain, None
-    try:
-        slow = generate(model, rows, vecs, greedy, batch_size=4)
-    finally:
-        model.plain = plain
+    fast, slow = generate_fast_and_bridge(model, rows, vecs, greedy, batch_size=4)
     assert [r.ids for r in fast] == [r.ids for r in slow]
     assert fast[0].ids != fast[1].ids and fast[2].ids != fast[3].ids  # steering reaches it
 
