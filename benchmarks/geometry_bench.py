@@ -81,6 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     from steer.model import load_model
+    from steer.vectors import inspect as insp
     from steer.vectors.corpus import load_corpus
     from steer.vectors.store import build_or_load
 
@@ -95,11 +96,7 @@ def main() -> None:
         ev = build_or_load(model, story_corpus)
         entry = {"n_layers": n,
                  "stories_all_171": geometry({L: ev.units(L) for L in layers}, ev.names)}
-        half = n // 2
-        u = ev.units(half)
-        u = (u - u.mean(0)).double()
-        _, _, vh = torch.linalg.svd(u, full_matrices=False)
-        pc1_coords[name] = (u @ vh[0]).numpy()
+        pc1_coords[name] = insp.pca_axes(ev.units(n // 2), 1)[0][:, 0]
         if have_go:
             with tempfile.TemporaryDirectory() as tmp:
                 go_corpus, counts = goemotions_corpus(args.per_label, Path(tmp))

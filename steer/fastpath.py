@@ -28,7 +28,7 @@ TOLERANCE = 1e-3  # max |logit difference| relative to the logits' scale (attent
 def build_plain(bridge, device):
     """A plain HF model over `bridge`'s weights with relayed hook points, or None."""
     try:
-        plain = _plain_tree(bridge, device)
+        plain = _plain_tree(bridge)
     except Exception:
         return None
     if not _agrees(bridge, plain, device):
@@ -36,7 +36,7 @@ def build_plain(bridge, device):
     return plain
 
 
-def _plain_tree(bridge, device, relay: bool = True):
+def _plain_tree(bridge, relay: bool = True):
     from transformers import AutoModelForCausalLM
 
     src = bridge.original_model
@@ -50,14 +50,12 @@ def _plain_tree(bridge, device, relay: bool = True):
              for k, v in itertools.chain(src.named_parameters(), src.named_buffers())}
     plain.load_state_dict(state, strict=False, assign=True)
     plain.tie_weights()
-    # Non-persistent buffers are not in a state dict (e.g. Gemma's embedding scale): share them.
+    # Non-persistent buffers (rotary frequencies, Gemma's embedding scale) are not in a state
+    # dict: share the bridge's.
     for name, buf in list(plain.named_buffers()):
         if buf.is_meta and name in state:
             owner, _, attr = name.rpartition(".")
             plain.get_submodule(owner)._buffers[attr] = state[name]
-    # Non-persistent buffers (the rotary frequencies) are rebuilt on the real device.
-    rot = plain.model.rotary_emb
-    plain.model.rotary_emb = type(rot)(config=cfg).to(device)
     left = [n for n, p in itertools.chain(plain.named_parameters(), plain.named_buffers())
             if p.is_meta]
     if left:

@@ -243,8 +243,9 @@ def _load_gguf(path: str):
 def _gguf_cache_path(p: Path) -> Path:
     """Where a GGUF's dequantized copy is cached: keyed by the file's path, size and modification
     time, so that a replaced or rewritten file is dequantized afresh."""
-    st = p.resolve().stat()
-    key = hashlib.sha256(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    real = p.resolve()
+    st = real.stat()
+    key = hashlib.sha256(f"{real}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
     return cache_dir() / "models" / f"gguf-{p.stem}-{key[:16]}-fp32"
 
 

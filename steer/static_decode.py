@@ -36,7 +36,7 @@ class StaticDecoder:
 
         self.model = model
         self.compiled = compiled
-        self.net = _plain_tree(model.bridge, model.device, relay=False)
+        self.net = _plain_tree(model.bridge, relay=False)
         self.bufs: dict[int, torch.Tensor] = {}  # layer -> what its output gets added
         for i, layer in enumerate(self.net.model.layers):
             layer.register_forward_hook(self._adder(i))
