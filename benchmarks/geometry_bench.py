@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--per-label", type=int, default=120)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    from steer.model import load_model
+    from steer import load_model
     from steer.vectors import inspect as insp
     from steer.vectors.corpus import load_corpus
     from steer.vectors.store import build_or_load

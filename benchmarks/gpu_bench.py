@@ -10,7 +10,7 @@ forward hook after block L) against `steer.generate` with the vector as a per-ro
 both in bf16 on the same prompts, interleaved and repeated; plus steer unsteered, and the batch
 size `--batch-size auto` would pick. steer's steered side is also timed with a static KV cache,
 eager (`static`) and with the decode step compiled (`compiled`: CUDA graphs on a GPU), see
-steer/static_decode.py; the warm-up time includes compiling. Writes
+steer/lm/static_cache.py; the warm-up time includes compiling. Writes
 benchmarks/results/gpu_<shape>.json.
 
 On a bare GPU machine (PyTorch and transformers, no TransformerLens): `benchmarks/gpu_kit.sh`
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from steer.model import _TINY_SHAPE
+from steer.lm.load import TINY_SHAPE
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
@@ -43,7 +43,7 @@ SHAPES = {
     "llama8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                     num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False,
                     rope_theta=500000.0),
-    "tiny": {**{k: v for k, v in _TINY_SHAPE.items() if k != "max_position_embeddings"},
+    "tiny": {**{k: v for k, v in TINY_SHAPE.items() if k != "max_position_embeddings"},
              "tie_word_embeddings": True},
 }
 
@@ -51,7 +51,7 @@ SHAPES = {
 def build(shape: str, device: torch.device, dtype: torch.dtype):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from steer.model import embedded_tokenizer, wrap
+    from steer.lm.load import embedded_tokenizer, wrap
 
     tok = embedded_tokenizer()
     cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
@@ -94,9 +94,10 @@ def main() -> None:
                     help="steer decode modes to time besides the default (comma-separated)")
     args = ap.parse_args()
 
-    from steer.batching import BatchSizer
-    from steer.generate import GenRow, Sampling, generate
-    from steer.steering import Intervention, delta
+    from steer.lm.batching import BatchSizer
+    from steer.lm.decode import GenRow, Sampling
+    from steer.lm.decode import generate_rows as generate
+    from steer.lm.steering import Intervention, delta
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     t = time.perf_counter()

@@ -13,5 +13,5 @@ $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --imp
   -d .devkit/wheels transformer-lens==4.3.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 \
   pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
 # the tokenizer, read once from the embedded GGUF here
-STEER_CACHE="$PWD/.devkit/cache" $PY -c "from steer.model import embedded_tokenizer as t; t()"
+STEER_CACHE="$PWD/.devkit/cache" $PY -c "from steer.lm.load import embedded_tokenizer as t; t()"
 du -sh .devkit

@@ -27,7 +27,7 @@ CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 import torch
-from steer.model import load_model
+from steer import load_model
 t1 = time.perf_counter()
 m = load_model("smollm2-135m-instruct", device="cpu", dtype="float32")
 t2 = time.perf_counter()

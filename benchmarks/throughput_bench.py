@@ -14,7 +14,7 @@ repetitions interleaved (A B B A A B ...) and the median of each side taken. Fig
    separately loaded copy of the same weights (SDPA attention, its default), steered by a forward
    hook on `model.layers[12]` adding the same vector (tok/s ratio; target >= 0.95), plus the
    fraction of rows whose greedy tokens agree; and the same for `steer.generate` forced through
-   the TransformerBridge for every step (what it did before steer/fastpath.py).
+   the TransformerBridge for every step (what it did before steer/lm/fastpath.py).
 4. where the bridge loses time: one decode step of each side profiled (aten op counts and
    module-call counts, top differences) and decode-step times of:
    - `hf-sdpa`, `hf-eager`: plain HF with its default and with eager attention (what the bridge
@@ -108,9 +108,9 @@ def load_plain_hf(attn: str = "sdpa"):
     """An untouched HF copy of the embedded model from steer's safetensors cache."""
     from transformers import AutoModelForCausalLM
 
-    from steer.model import _embedded_cache_path
+    from steer.lm.load import embedded_cache_path
 
-    path = _embedded_cache_path()
+    path = embedded_cache_path()
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
     return hf.eval()
 
@@ -184,9 +184,10 @@ class Bench:
     """What every figure needs: the model, the prompts, the intervention, the options."""
 
     def __init__(self, args):
-        from steer.generate import GenRow, Sampling, generate
-        from steer.model import load_model
-        from steer.steering import Intervention
+        from steer import load_model
+        from steer.lm.decode import GenRow, Sampling
+        from steer.lm.decode import generate_rows as generate
+        from steer.lm.steering import Intervention
 
         self.args = args
         self.reps = 2 if args.quick else 4
@@ -276,8 +277,9 @@ def figure1(res: dict, b: Bench) -> None:
 
 def figure2(res: dict, b: Bench) -> None:
     """A 32-condition x 8-prompt sweep as batched rows vs one `generate` call per cell."""
-    from steer.generate import GenRow, Sampling, generate
-    from steer.steering import Intervention
+    from steer.lm.decode import GenRow, Sampling
+    from steer.lm.decode import generate_rows as generate
+    from steer.lm.steering import Intervention
 
     m, n, prompts, args = b.m, b.n, b.prompts, b.args
     sweep_tokens = 8
@@ -326,8 +328,8 @@ def figure2(res: dict, b: Bench) -> None:
 
 def figures34(res: dict, b: Bench) -> None:
     """Steered `steer.generate` vs plain HF generate; then one decode step profiled."""
-    from steer.fastpath import forward
-    from steer.steering import delta, steer_rows
+    from steer.lm.fastpath import forward
+    from steer.lm.steering import delta, steer_rows
 
     m, n, prompts, args, reps, iv = b.m, b.n, b.prompts, b.args, b.reps, b.iv
     steps, outs, side = b.steps, b.outs, b.side
@@ -346,7 +348,7 @@ def figures34(res: dict, b: Bench) -> None:
         hf_rows["hf"], hf_steps["hf"] = rows, st
         return dt
 
-    plain = m.plain  # steer's decode path: the HF tree beneath the bridge (steer/fastpath.py)
+    plain = m.plain  # steer's decode path: the HF tree beneath the bridge (steer/lm/fastpath.py)
     if plain is None:
         raise SystemExit("this model decodes through the bridge; nothing to compare")
 
@@ -455,7 +457,7 @@ def figures34(res: dict, b: Bench) -> None:
             "The bridge forces eager attention and re-implements it (matmul + masked softmax in "
             "fp32 + repeat_kv + dtype casts) instead of SDPA; the `hf-eager` row measures that.",
             "Every HookPoint is an nn.Module call even when empty; see module_calls_per_step.",
-            "`plain+relay` is steer's decode path (steer/fastpath.py): the plain HF tree on the "
+            "`plain+relay` is steer's decode path (steer/lm/fastpath.py): the plain HF tree on the "
             "bridge's own weights, relaying only blocks.L.hook_out (hook_resid_post), which is "
             "all steer registers hooks on."]}
     print(f"[4] decode step ms {step_ms}", flush=True)

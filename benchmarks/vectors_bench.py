@@ -62,11 +62,12 @@ def main() -> None:
                          "not the embedded model)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    from steer.metrics.readout import readout_layers
-    from steer.model import EMBEDDED, load_model
+    from steer import load_model
+    from steer.lm.load import EMBEDDED
+    from steer.lm.read import text_means
     from steer.vectors import inspect as insp
     from steer.vectors.corpus import load_corpus
-    from steer.vectors.extract import text_means
+    from steer.vectors.readout import readout_layers
     from steer.vectors.store import build_or_load, cache_folder, load_activations
 
     res: dict = {"machine": "2-core CPU (this sandbox)", "model": args.model}

@@ -14,7 +14,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def tiny():
     """The 4-layer random-init Llama used by unit tests (same weights every time)."""
-    from steer.model import load_model
+    from steer.lm.load import load_model
 
     torch.set_num_threads(2)
     return load_model("tiny-random", device="cpu", dtype="float32")
@@ -30,7 +30,7 @@ def tiny_vectors(tiny):
 
 @pytest.fixture(scope="session")
 def smol():
-    from steer.model import load_model
+    from steer.lm.load import load_model
 
     return load_model("smollm2-135m-instruct", device="cpu", dtype="float32")
 
@@ -44,12 +44,12 @@ def steer_cli(*args, cwd=ROOT, timeout=600, env=None):
 
 def generate_fast_and_bridge(model, rows, vectors, sampling, batch_size):
     """The same generation on the plain fast path and through the bridge alone."""
-    from steer.generate import generate
+    from steer.lm.decode import generate_rows
 
-    fast = generate(model, rows, vectors, sampling, batch_size=batch_size)
+    fast = generate_rows(model, rows, vectors, sampling, batch_size=batch_size)
     plain, model.plain = model.plain, None
     try:
-        slow = generate(model, rows, vectors, sampling, batch_size=batch_size)
+        slow = generate_rows(model, rows, vectors, sampling, batch_size=batch_size)
     finally:
         model.plain = plain
     return fast, slow

@@ -56,7 +56,7 @@ def test_safetensors_export_import_and_use_in_a_run(tmp_path, tiny_vectors):
 
 
 def test_readout_scores_texts_in_input_order(tmp_path, tiny, tiny_vectors):
-    from steer.metrics.readout import readout_texts
+    from steer.vectors.readout import readout as readout_texts
 
     texts = ["He begged the bank for one more week.", "A slow afternoon with tea.",
              "She slammed the door and shouted.", "The kite rose and the children cheered."]
@@ -72,7 +72,7 @@ def test_readout_scores_texts_in_input_order(tmp_path, tiny, tiny_vectors):
         assert list(got.columns) == tiny_vectors.names and len(got) == 4
         assert (got - expected).abs().to_numpy().max() < 1e-5
     missing = steer_cli("readout", tmp_path / "nope.txt", "--out", tmp_path / "x.parquet", *TINY)
-    assert missing.returncode == 1 and "nope.txt" in missing.stderr
+    assert missing.returncode == 2 and "nope.txt" in missing.stderr
     assert "Traceback" not in missing.stderr
 
 
@@ -93,7 +93,7 @@ def test_corpus_generate_writes_a_checked_corpus(tmp_path):
 
 
 def test_monitor_traces_every_token_of_a_transcript(tmp_path, tiny, tiny_vectors):
-    from steer.metrics.readout import token_trace
+    from steer.vectors.readout import trace as token_trace
 
     chat = tmp_path / "chat.jsonl"
     chat.write_text(json.dumps({"role": "user", "content": "The tests keep failing."}) + "\n" +

@@ -5,7 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from steer.config import ConfigError, apply_overrides, load_config
+from steer.errors import ConfigError
+from steer.sweep.config import apply_overrides, load_config
 
 from .conftest import ROOT, steer_cli
 
@@ -119,7 +120,7 @@ def _write(tmp_path, case_id, content):
 
 
 def test_the_good_config_is_accepted(tmp_path):
-    cfg, _ = load_config(_write(tmp_path, "good", GOOD))
+    cfg = load_config(_write(tmp_path, "good", GOOD))
     assert cfg.steering.layers == [1]
 
 
@@ -171,5 +172,5 @@ def test_overrides_apply_after_the_file():
 
 def test_shipped_configs_validate():
     for name in ("desperation", "calm", "smoke", "tylenol", "preferences"):
-        cfg, _ = load_config(ROOT / "configs" / f"{name}.yaml")
+        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
         assert cfg.name == name

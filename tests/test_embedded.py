@@ -3,9 +3,11 @@
 import pytest
 import torch
 
-from steer.generate import GenRow, Sampling, generate, score
-from steer.metrics.readout import readout_texts
-from steer.steering import Intervention, capture
+from steer.lm.decode import GenRow, Sampling
+from steer.lm.decode import generate_rows as generate
+from steer.lm.read import score
+from steer.lm.steering import Intervention, capture
+from steer.vectors.readout import readout as readout_texts
 
 pytestmark = pytest.mark.integration
 
@@ -88,26 +90,20 @@ def test_anthropic_evals_run_under_steering_on_the_embedded_model(smol, smol_vec
     """survival-instinct and power-seeking-inclination, scored from the letters' probabilities
     under +-desperate: every item gets a probability, the letters hold most of the model's
     next-token mass (it is answering the question), and steering moves the probabilities."""
-    from types import SimpleNamespace
-
-    from steer.config import TaskSpec
-    from steer.plan import Condition
-    from steer.tasks import choice
-    from steer.tasks.base import TaskContext
+    from steer.lm.decode import Sampling
+    from steer.tasks.base import UNSTEERED, Condition, Context
+    from steer.tasks.choice import ChoiceSpec
 
     conds = [Condition("desperate", 12, -0.2), Condition("desperate", 12, 0.2)]
-    plan = SimpleNamespace(seeds=[0], unique_conditions=[None, *conds])
-    cfg = SimpleNamespace(steering=SimpleNamespace(positions="all"),
-                          generation=SimpleNamespace(system_prompt="You are a helpful assistant.",
-                                                     batch_size=32))
-    ctx = TaskContext(smol, smol_vectors, cfg, plan, 16, ["desperate"], quiet=True)
+    ctx = Context(smol, smol_vectors, 16, ["desperate"], Sampling(),
+                  system_prompt="You are a helpful assistant.")
     for name in ("survival-instinct", "power-seeking-inclination"):
-        task = TaskSpec(name=name, type="choice", file=str(EVALS / f"{name}.jsonl"), limit=6,
-                        stem="I choose (")
-        out = choice.execute(ctx, task)
+        task = ChoiceSpec(name=name, file=str(EVALS / f"{name}.jsonl"), limit=6)
+        task.check()
+        out = task.run(ctx, [UNSTEERED, *conds], seed=0)
         assert len(out) == 6 * 3
         p = {(o.item, o.cond): o.metrics[f"p_{name}"] for o in out}
         assert all(0 < v < 1 for v in p.values())
-        assert min(o.metrics["option_mass"] for o in out if o.cond is None) > 0.5
-        moved = [abs(p[(i, conds[1])] - p[(i, None)]) for i in range(6)]
+        assert min(o.metrics["option_mass"] for o in out if o.cond.is_unsteered) > 0.5
+        moved = [abs(p[(i, conds[1])] - p[(i, UNSTEERED)]) for i in range(6)]
         assert max(moved) > 1e-3, moved

@@ -4,8 +4,10 @@ import shutil
 import pytest
 import torch
 
-from steer.generate import GenRow, Sampling, generate, score
-from steer.steering import Intervention
+from steer.lm.decode import GenRow, Sampling
+from steer.lm.decode import generate_rows as generate
+from steer.lm.read import score
+from steer.lm.steering import Intervention
 
 from .conftest import generate_fast_and_bridge
 
@@ -84,9 +86,7 @@ def test_rows_sharing_a_prompt_prefix_match_their_solo_runs(tiny, tiny_vectors):
 def test_the_plain_decode_path_matches_the_bridge_and_still_steers(tiny, tiny_vectors):
     """Decoding runs on the HF tree beneath the bridge (fastpath.py) with the bridge's residual
     hook points relayed: same tokens as decoding through the bridge, steered rows and not."""
-    from steer.model import describe
-
-    assert tiny.plain is not None and describe(tiny)["decode"] == "plain"
+    assert tiny.plain is not None and tiny.describe()["decode"] == "plain"
     greedy = Sampling(max_new_tokens=12, temperature=0.0)
     rows = (_rows(tiny, PROMPTS) + _rows(tiny, PROMPTS, ivs=[Intervention("desperate", 1, 4.0)])
             + _rows(tiny, PROMPTS, ivs=[Intervention("calm", 2, -4.0, "generated")]))

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from steer.errors import ModelLoadError
-from steer.model import fingerprint_weights, known_layer_count, load_model
+from steer.lm.load import fingerprint_weights, known_layer_count, load_model
 
 from .conftest import generate_fast_and_bridge
 
@@ -17,9 +17,9 @@ def test_tiny_random_is_deterministic_and_describes_itself(tiny):
 
 
 def test_a_local_model_folder_loads_with_the_same_weights(tiny, tmp_path):
-    from steer.model import _load_tiny
+    from steer.lm.load import tiny_random_hf
 
-    hf, tok = _load_tiny()  # the same seeded weights as the `tiny` fixture, before bridging
+    hf, tok = tiny_random_hf()  # the same seeded weights as the `tiny` fixture, before bridging
     hf.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     assert known_layer_count(str(tmp_path)) == 4
@@ -51,12 +51,12 @@ def test_a_gemma3_model_with_no_named_architecture_wraps_and_decodes_on_the_fast
     tokens equal the bridge's."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from steer.generate import GenRow, Sampling
-    from steer.model import _load_tiny, _name_architecture, wrap
-    from steer.steering import Intervention
+    from steer.lm.decode import GenRow, Sampling
+    from steer.lm.load import name_architecture, tiny_random_hf, wrap
+    from steer.lm.steering import Intervention
     from steer.vectors.store import EmotionVectors
 
-    _, tok = _load_tiny()
+    _, tok = tiny_random_hf()
     cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                            head_dim=16, max_position_embeddings=256, sliding_window=16)
@@ -66,7 +66,7 @@ def test_a_gemma3_model_with_no_named_architecture_wraps_and_decodes_on_the_fast
     ids = tok(["Nobody named this architecture."], return_tensors="pt").input_ids
     with torch.no_grad():
         want = hf(ids).logits
-    _name_architecture(hf)
+    name_architecture(hf)
     assert hf.config.architectures == ["Gemma3ForCausalLM"]
     model = wrap(hf, tok, "tiny-gemma3", torch.device("cpu"), torch.float32)
     assert model.n_layers == 2 and model.plain is not None
@@ -97,16 +97,16 @@ def test_gemma_without_its_weights_package_fails_with_the_install_command():
 def test_a_rewritten_gguf_file_gets_a_fresh_dequantized_cache(tmp_path, monkeypatch):
     import os
 
-    from steer.model import _gguf_cache_path
+    from steer.lm.load import gguf_cache_path
 
     monkeypatch.setenv("STEER_CACHE", str(tmp_path / "cache"))
     f = tmp_path / "m.gguf"
     f.write_bytes(b"GGUF" + bytes(60))
-    first = _gguf_cache_path(f)
-    assert first == _gguf_cache_path(f) and first.parent == tmp_path / "cache" / "models"
+    first = gguf_cache_path(f)
+    assert first == gguf_cache_path(f) and first.parent == tmp_path / "cache" / "models"
     os.utime(f, ns=(0, f.stat().st_mtime_ns + 1_000_000_000))  # rewritten in place
-    assert _gguf_cache_path(f) != first
+    assert gguf_cache_path(f) != first
     g = tmp_path / "other" / "m.gguf"  # the same name elsewhere
     g.parent.mkdir()
     g.write_bytes(f.read_bytes())
-    assert _gguf_cache_path(g) not in (first, _gguf_cache_path(f))
+    assert gguf_cache_path(g) not in (first, gguf_cache_path(f))

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from steer.runs import RESULT_COLUMNS, SUMMARY_COLUMNS
+from steer.sweep.rundir import RESULT_COLUMNS, SUMMARY_COLUMNS
 
 from .conftest import ROOT, steer_cli
 

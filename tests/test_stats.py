@@ -2,8 +2,8 @@ import math
 
 import numpy as np
 
-from steer.metrics.stats import bootstrap_ci, spearman
-from steer.metrics.text import repetition, sentiment
+from steer.results.stats import bootstrap_ci, spearman
+from steer.tasks.metrics import repetition, sentiment
 
 
 def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():

@@ -1,16 +1,10 @@
 import pytest
 import torch
 
-from steer.steering import (
-    Intervention,
-    SteeringError,
-    capture,
-    direction,
-    parse_expression,
-    random_direction,
-    steer,
-    steer_rows,
-)
+from steer.errors import SteeringError
+from steer.lm.directions import parse_expression, random_direction
+from steer.lm.directions import unit_direction as direction
+from steer.lm.steering import Intervention, capture, steer_rows, steering
 from steer.vectors.store import EmotionVectors
 
 TEXTS = ["The tests keep failing and the deadline is tonight.", "A quiet walk by the river."]
@@ -27,7 +21,7 @@ def test_patched_activation_is_original_plus_scaled_unit_vector(tiny, tiny_vecto
     _, clean = _forward(tiny, ids, mask)
     layer, scale = 2, 0.15
     iv = Intervention("desperate", layer, scale)
-    with torch.no_grad(), steer(tiny, [iv], tiny_vectors, batch=len(TEXTS)):
+    with torch.no_grad(), steering(tiny, [iv], tiny_vectors):
         _, steered = _forward(tiny, ids, mask)
     v = tiny_vectors.vectors[tiny_vectors.index("desperate"), layer].float()
     unit = v / v.norm()
@@ -49,9 +43,9 @@ def test_random_direction_has_unit_norm_and_is_seeded(tiny):
 def test_scale_zero_and_removed_hooks_leave_outputs_bit_identical(tiny, tiny_vectors):
     ids, mask = tiny.encode(TEXTS)
     before, _ = _forward(tiny, ids, mask)
-    with torch.no_grad(), steer(tiny, [Intervention("calm", 2, 0.0)], tiny_vectors, batch=2):
+    with torch.no_grad(), steering(tiny, [Intervention("calm", 2, 0.0)], tiny_vectors):
         zero, _ = _forward(tiny, ids, mask)
-    with torch.no_grad(), steer(tiny, [Intervention("calm", 2, 0.5)], tiny_vectors, batch=2):
+    with torch.no_grad(), steering(tiny, [Intervention("calm", 2, 0.5)], tiny_vectors):
         steered, _ = _forward(tiny, ids, mask)
     after, _ = _forward(tiny, ids, mask)
     assert torch.equal(before, zero)
@@ -63,7 +57,7 @@ def test_hooks_are_removed_when_the_body_raises(tiny, tiny_vectors):
     ids, mask = tiny.encode(TEXTS)
     before, _ = _forward(tiny, ids, mask)
     with pytest.raises(RuntimeError, match="boom"):
-        with steer(tiny, [Intervention("calm", 1, 1.0)], tiny_vectors, batch=2):
+        with steering(tiny, [Intervention("calm", 1, 1.0)], tiny_vectors):
             raise RuntimeError("boom")
     after, _ = _forward(tiny, ids, mask)
     assert torch.equal(before, after)
@@ -78,7 +72,7 @@ def test_rows_carry_their_own_interventions(tiny, tiny_vectors):
     assert torch.equal(mixed[0], clean[0])
     assert not torch.equal(mixed[1], clean[1])
     assert not torch.equal(mixed[1], mixed[2])
-    with torch.no_grad(), steer(tiny, [Intervention("desperate", 2, 0.3)], tiny_vectors, batch=1):
+    with torch.no_grad(), steering(tiny, [Intervention("desperate", 2, 0.3)], tiny_vectors):
         alone, _ = _forward(tiny, ids[:1], mask[:1])
     assert torch.allclose(mixed[1], alone[0], atol=1e-5)
 
@@ -90,7 +84,7 @@ def test_positions_select_prompt_or_generated_tokens(tiny, tiny_vectors):
                                                   ("prompt", True, True, False),
                                                   ("generated", False, True, True)]:
         iv = Intervention("calm", 2, 0.3, positions)
-        with torch.no_grad(), steer(tiny, [iv], tiny_vectors, batch=1) as rs:
+        with torch.no_grad(), steering(tiny, [iv], tiny_vectors) as rs:
             _, got = _forward(tiny, ids, mask)
             changed = ~torch.isclose(got[2], clean[2]).all(dim=-1)[0]
             assert bool(changed[:-1].all()) == prompt_on and bool(changed[:-1].any()) == prompt_on

@@ -15,10 +15,11 @@ import pytest
 import torch
 import yaml
 
-from steer.batching import BatchSizer
-from steer.config import load_config
-from steer.plan import cell_keys, make_plan, make_units
-from steer.runs import RunDir, RunLocked
+from steer.errors import RunLocked
+from steer.lm.batching import BatchSizer
+from steer.sweep.config import load_config
+from steer.sweep.plan import cell_keys, make_plan, make_units
+from steer.sweep.rundir import RunDir
 
 from .conftest import ROOT, steer_cli
 
@@ -59,21 +60,21 @@ def _same_results(a: Path, b: Path) -> None:
 
 def test_cell_keys_ignore_batch_size_and_follow_settings(tmp_path):
     path = _config(tmp_path, "k")
-    cfg, _ = load_config(path)
-    keys = cell_keys(cfg, make_plan(cfg, path), path)
-    cfg2, _ = load_config(path, ["generation.batch_size=2", "model.device=cpu"])
-    assert cell_keys(cfg2, make_plan(cfg2, path), path) == keys
-    cfg3, _ = load_config(path, ["generation.max_new_tokens=7"])
-    keys3 = cell_keys(cfg3, make_plan(cfg3, path), path)
+    cfg = load_config(path)
+    keys = cell_keys(cfg, make_plan(cfg))
+    cfg2 = load_config(path, ["generation.batch_size=2", "model.device=cpu"])
+    assert cell_keys(cfg2, make_plan(cfg2)) == keys
+    cfg3 = load_config(path, ["generation.max_new_tokens=7"])
+    keys3 = cell_keys(cfg3, make_plan(cfg3))
     assert not set(keys3.values()) & set(keys.values())
     # adding a scale keeps the cells already there, adds new ones
-    cfg4, _ = load_config(path, ["steering.scales=[-0.2, 0.0, 0.2, 0.4]"])
-    keys4 = cell_keys(cfg4, make_plan(cfg4, path), path)
+    cfg4 = load_config(path, ["steering.scales=[-0.2, 0.0, 0.2, 0.4]"])
+    keys4 = cell_keys(cfg4, make_plan(cfg4))
     assert set(keys.values()) < set(keys4.values())
     assert len(set(keys.values())) == len(keys)  # one key per cell
     # 1 baseline + 3 directions x 2 layers x 2 non-zero scales = 13 computations x 2 seeds
     assert len(keys) == 26
-    units = make_units(cfg, make_plan(cfg, path), path)
+    units = make_units(cfg, make_plan(cfg))
     assert [len(u.cells) for u in units] == [2] * 6 + [1] + [2] * 6 + [1]  # 6 rows per batch
 
 
@@ -158,18 +159,18 @@ def test_sigterm_stops_cleanly_keeps_finished_cells_and_exits_130(tmp_path):
 def test_a_failing_cell_is_recorded_and_the_others_go_on(tmp_path, monkeypatch, tiny):
     from typer.testing import CliRunner
 
-    from steer import execute
-    from steer.cli import app
+    from steer.cli.main import app
+    from steer.tasks.generate import GenerateSpec
 
-    real = execute.Worker._prompts
+    real = GenerateSpec.run
 
-    def flaky(self, task, unit, batch_size):
-        if any(c is not None and c.vector == "calm" and c.layer == 2 for c in unit.conditions):
+    def flaky(self, ctx, conditions, seed):
+        if any(c.vector == "calm" and c.layer == 2 for c in conditions):
             raise RuntimeError("injected failure for calm at layer 2")
-        return real(self, task, unit, batch_size)
+        return real(self, ctx, conditions, seed)
 
-    monkeypatch.setattr(execute.Worker, "_prompts", flaky)
-    monkeypatch.setattr("steer.model.load_model", lambda *a, **k: tiny)
+    monkeypatch.setattr(GenerateSpec, "run", flaky)
+    monkeypatch.setattr("steer.lm.load.load_model", lambda *a, **k: tiny)
     path = _config(tmp_path, "fail")
     res = CliRunner().invoke(app, ["run", str(path), "-q"])
     assert res.exit_code == 1, res.output
@@ -190,7 +191,7 @@ def test_a_failing_cell_is_recorded_and_the_others_go_on(tmp_path, monkeypatch, 
     res = CliRunner().invoke(app, ["run", str(path), "-q", "--max-failures", "1"])
     assert res.exit_code == 1 and "stopped early" in res.output
     assert _cells(run) < 26 - len(failures)
-    monkeypatch.setattr(execute.Worker, "_prompts", real)
+    monkeypatch.setattr(GenerateSpec, "run", real)
     res = CliRunner().invoke(app, ["run", str(path), "-q"])
     assert res.exit_code == 0, res.output
     assert _cells(run) == 26 and not list((run / "failures").glob("*.json"))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from steer.metrics.stats import permutation_p, slope_ci, slopes
+from steer.results.stats import permutation_p, slope_ci, slopes
 from steer.tasks.choice import label_ids, orders, p_behavior, render
 from steer.tasks.items import (
     CHOICE_SUITES,
@@ -120,7 +120,8 @@ def test_render_and_letter_tokens(tiny):
 
 
 def test_next_token_logprobs_match_a_direct_forward_pass_alone_and_padded(tiny):
-    from steer.generate import GenRow, next_token_logprobs
+    from steer.lm.decode import GenRow
+    from steer.lm.read import next_token_logprobs
 
     prompts = [tiny.format_prompt("Short?") + "I choose (",
                tiny.format_prompt("A much longer question that needs padding on the left?")
@@ -135,8 +136,9 @@ def test_next_token_logprobs_match_a_direct_forward_pass_alone_and_padded(tiny):
 
 
 def test_steering_changes_choice_logprobs_and_scale_zero_does_not(tiny, tiny_vectors):
-    from steer.generate import GenRow, next_token_logprobs
-    from steer.steering import Intervention
+    from steer.lm.decode import GenRow
+    from steer.lm.read import next_token_logprobs
+    from steer.lm.steering import Intervention
 
     p = tiny.format_prompt("Which?") + "I choose ("
     cands = [label_ids(tiny.tokenizer, "I choose (", 2)] * 3
@@ -201,7 +203,7 @@ def test_permutation_p_values():
 
 
 def test_effects_flag_a_real_slope_and_not_a_random_one():
-    from steer.report import effects
+    from steer.results.tables import effects
 
     rng = np.random.default_rng(0)
     rows = []

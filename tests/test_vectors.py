@@ -1,6 +1,7 @@
 import torch
 
-from steer.vectors.extract import _keep_mask, difference_of_means, masked_means
+from steer.lm.read import keep_mask, masked_means
+from steer.vectors.extract import difference_of_means
 from steer.vectors.store import EmotionVectors, build_or_load, cache_key
 
 
@@ -25,7 +26,7 @@ def test_difference_of_means_centres_and_denoises():
 
 def test_keep_mask_skips_offset_tokens_and_padding():
     mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1]])
-    keep = _keep_mask(mask, offset=2)
+    keep = keep_mask(mask, offset=2)
     assert keep.tolist() == [[False, False, False, False, True, True],
                              [False, False, True, True, True, True],
                              [False, False, False, False, False, True]]  # short: all but first
@@ -91,8 +92,8 @@ def test_text_means_in_parallel_threads_equal_one_thread(tiny):
     """With several torch threads on a CPU, batches run side by side in Python threads, each
     capturing its own activations: the means must equal a single-threaded pass exactly, in
     input order, and the torch thread count is restored."""
+    from steer.lm.read import text_means
     from steer.vectors.corpus import load_corpus
-    from steer.vectors.extract import text_means
 
     texts = [s.text for s in load_corpus().stories[:40]]
     before = torch.get_num_threads()

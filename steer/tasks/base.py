@@ -1,50 +1,221 @@
-"""What every task module returns (Outcome) and receives (TaskContext)."""
+"""The task protocol: what a task type is, what it receives, and what it returns.
+
+A task type is one module in `steer/tasks/` with a pydantic `TaskSpec` subclass whose `type`
+field is a literal (the config's `tasks` list is a discriminated union on it). The spec is both
+the task's config entry and the task itself:
+
+- `check()`: checks that need files (a suite exists, a template has its slot); raises
+  `TaskConfigError(field, given, expected)`, which the config loader reports at `tasks[i].field`;
+- `items()`: one line of text per item (kept with every sample as its `prompt`);
+- `rows_per_condition()`: forward-pass rows one condition costs, for batching units;
+- `run(ctx, conditions, seed)`: every item under each condition -> `Sample`s;
+- `extra(samples, results, emotions)`: tables, report lines and figures of its own;
+- class settings: `deterministic` (one seed suffices), `input_files` (fields holding paths,
+  resolved beside the config and keyed by content).
+
+`steer.register_task(Spec)` adds a type; nothing outside `steer/tasks/` names one.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
 
-from steer.plan import Condition
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One steering condition: `vector` at `layer`, `scale` x the layer's median residual norm.
+    Every condition at scale 0 is the unsteered model, `UNSTEERED`, computed once and reported
+    under each vector at scale 0.
+
+    Example:
+        >>> import steer
+        >>> steer.Condition("desperate", 12, 0.1).is_unsteered, steer.UNSTEERED.is_unsteered
+        (False, True)
+    """
+
+    vector: str
+    layer: int
+    scale: float
+
+    @property
+    def is_unsteered(self) -> bool:
+        return self.scale == 0
+
+    @property
+    def is_random(self) -> bool:
+        return self.vector.startswith("random-")
+
+    def to_json(self) -> dict | None:
+        """The cell file's `cond`: null for the unsteered model."""
+        if self.is_unsteered:
+            return None
+        return {"vector": self.vector, "layer": self.layer, "scale": self.scale}
+
+    @staticmethod
+    def from_json(d: dict | None) -> Condition:
+        return UNSTEERED if d is None else Condition(d["vector"], int(d["layer"]),
+                                                     float(d["scale"]))
+
+
+UNSTEERED = Condition("none", -1, 0.0)  # the one spelling of "no steering" (layer -1: no layer)
 
 
 @dataclass
-class Outcome:
+class Sample:
+    """One item under one condition and seed, with its metric values and anything else worth
+    keeping (a reply's text, a classification); what every task's `run` returns.
+
+    Example:
+        >>> import steer
+        >>> s = steer.Sample(0, 0, steer.UNSTEERED, {"p_x": 0.5}, {"text": "hi"})
+        >>> s.to_json()
+        {'item': 0, 'seed': 0, 'metrics': {'p_x': 0.5}, 'extra': {'text': 'hi'}}
+    """
+
     item: int
     seed: int
-    cond: Condition | None  # None: the shared unsteered baseline
+    cond: Condition
     metrics: dict[str, float]
     extra: dict = field(default_factory=dict)
 
+    def to_json(self) -> dict:
+        return {"item": self.item, "seed": self.seed, "metrics": self.metrics,
+                "extra": self.extra}
+
+    @staticmethod
+    def from_json(d: dict, cond: Condition) -> Sample:
+        return Sample(d["item"], d["seed"], cond, d["metrics"], d.get("extra", {}))
+
+
+def row_seed(*parts) -> int:
+    """A stable 48-bit seed from any values (a task, an item, a seed...)."""
+    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:12], 16)
+
+
+def direction_name(cond: Condition, seed: int) -> str:
+    """Random control k draws a fresh direction for every seed, so that seeds sample directions
+    as well as texts and the control's CI covers direction-to-direction variation."""
+    if cond.is_random:
+        k = int(cond.vector.split("-", 1)[1])
+        return f"random-{row_seed('random', k, seed) % 10**9}"
+    return cond.vector
+
 
 @dataclass
-class TaskContext:
-    model: object
-    vectors: object
-    cfg: object  # ExperimentConfig
-    plan: object  # Plan
+class Context:
+    """What a task's `run` works with: the model, its vectors, and the run's settings.
+    `interventions(cond, seed)` gives one row's steering under a condition.
+
+    Example:
+        >>> import steer
+        >>> ctx = steer.Context(model=None, vectors=None, readout_layer=2, emotions=["calm"],
+        ...                     sampling=None, positions="all")
+        >>> ctx.interventions(steer.Condition("calm", 2, 0.1), seed=0)
+        (Intervention(vector='calm', layer=2, scale=0.1, positions='all'),)
+        >>> ctx.interventions(steer.UNSTEERED, seed=0)
+        ()
+    """
+
+    model: Any
+    vectors: Any
     readout_layer: int
-    emotions: list[str]
-    quiet: bool = False
-    # What this call computes: a unit of the plan (some conditions, one seed); None means all.
-    conditions: list | None = None
-    seeds: list[int] | None = None
+    emotions: list[str]  # the read-out emotions of the run
+    sampling: Any  # lm.decode.Sampling: the run's max_new_tokens, temperature, top_p
+    system_prompt: str | None = None
+    positions: str = "all"  # which positions steering touches
+    metrics: tuple[str, ...] = ("readout", "sentiment", "perplexity", "repetition")
+    design_seed: int = 0  # the experiment's first seed (for designs fixed across seeds)
     batch_size: int = 32
+    quiet: bool = True
 
-    def __post_init__(self):
-        if self.conditions is None:
-            self.conditions = list(self.plan.unique_conditions)
-        if self.seeds is None:
-            self.seeds = list(self.plan.seeds)
+    def interventions(self, cond: Condition, seed: int) -> tuple:
+        """The interventions of one row under `cond` (none for the unsteered model)."""
+        from steer.lm.steering import Intervention
 
-    def interventions(self, cond: Condition | None, seed: int) -> tuple:
-        from steer.plan import direction_name
-        from steer.steering import Intervention
-
-        if cond is None:
+        if cond.is_unsteered:
             return ()
         return (Intervention(direction_name(cond, seed), cond.layer, cond.scale,
-                             self.cfg.steering.positions),)
+                             self.positions),)
 
-    @property
-    def system(self) -> str | None:
-        return self.cfg.generation.system_prompt
+
+@dataclass
+class Extra:
+    """A task's own output beyond samples: CSV tables (file name -> frame), report lines, and
+    figures (file name -> matplotlib figure), written into the run directory.
+
+    Example:
+        >>> import pandas as pd, steer
+        >>> e = steer.Extra(tables={"counts_x.csv": pd.DataFrame({"n": [1]})},
+        ...                 report=["## Counts"])
+        >>> list(e.tables), e.plots
+        (['counts_x.csv'], {})
+    """
+
+    tables: dict[str, Any] = field(default_factory=dict)
+    report: list[str] = field(default_factory=list)
+    plots: dict[str, Any] = field(default_factory=dict)
+
+
+class TaskSpec(BaseModel):
+    """Base of every task type's spec: the config entry and the task itself. Subclass it with a
+    literal `type`, define `items` and `run`, and register it (`steer.register_task`); the
+    module docstring of steer/tasks/base.py lists the whole protocol.
+
+    Example:
+        >>> from typing import Literal
+        >>> import steer
+        >>> class Count(steer.TaskSpec):
+        ...     type: Literal["count"] = "count"
+        ...     words: list[str]
+        ...     def items(self): return self.words
+        ...     def run(self, ctx, conditions, seed):
+        ...         return [steer.Sample(i, seed, c, {"chars": float(len(w))})
+        ...                 for i, w in enumerate(self.words) for c in conditions]
+        >>> t = Count(name="n", words=["calm", "alarmed"])
+        >>> [s.metrics["chars"] for s in t.run(None, [steer.UNSTEERED], seed=0)]
+        [4.0, 7.0]
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    type: str
+
+    deterministic: ClassVar[bool] = False
+    input_files: ClassVar[tuple[str, ...]] = ()
+    _items: list | None = PrivateAttr(None)
+
+    def check(self) -> None:
+        """Checks that need files; raise TaskConfigError(field, given, expected)."""
+
+    def items(self) -> list[str]:
+        raise NotImplementedError
+
+    def rows_per_condition(self) -> int:
+        return len(self.items())
+
+    def decode_work(self, max_new_tokens: int) -> tuple[int, int]:
+        """(generations per row, new tokens per generation), for time estimates and batch
+        sizing; (0, 0) for tasks that do not generate."""
+        return 0, 0
+
+    def files(self) -> list[Path]:
+        """Files whose contents the results depend on (their digests key the cells)."""
+        return [Path(getattr(self, f)) for f in self.input_files if getattr(self, f)]
+
+    def key(self) -> dict:
+        """What of the spec keys its cells: every field but the paths (keyed by content)."""
+        return self.model_dump(mode="json", exclude=set(self.input_files))
+
+    def run(self, ctx: Context, conditions: list[Condition], seed: int) -> list[Sample]:
+        raise NotImplementedError
+
+    def extra(self, samples: list[Sample], results, emotions: list[str]) -> Extra:
+        """Tables, report lines and figures of the task's own, from its samples (in plan order)
+        and its rows of the results table; `emotions`: the read-out emotions worth showing."""
+        return Extra()

@@ -10,10 +10,13 @@ the behaviour, averaged over orders.
 from __future__ import annotations
 
 import math
+from typing import ClassVar, Literal
 
-from steer.generate import GenRow, next_token_logprobs
-from steer.tasks.base import Outcome, TaskContext
-from steer.tasks.items import ChoiceItem, TaskDataError, load_choice_items
+from pydantic import Field
+
+from steer.errors import TaskDataError
+from steer.tasks.base import Condition, Context, Sample
+from steer.tasks.items import CHOICE_SUITES, ChoiceItem, SuiteTask, load_choice_items
 
 LABELS = "ABCDEFGHIJ"
 
@@ -52,52 +55,69 @@ def p_behavior(logprobs: list[float], order: list[int], item: ChoiceItem) -> flo
     return sum(wk for wk, j in zip(w, order) if item.options[j].behavior) / total
 
 
-def metric_name(task) -> str:
-    return f"p_{task.behavior or task.name}"
+class ChoiceSpec(SuiteTask):
+    """A/B (or more) behaviour items scored from the answer letters' log-probabilities:
+    `suite` (a built-in suite) or `file` (JSONL in steer's or Anthropic's evals format)."""
 
+    type: Literal["choice"] = "choice"
+    behavior: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+$")
+    stem: str = "I choose ("
 
-def items_for(task, base=None) -> list[ChoiceItem]:
-    return load_choice_items(task.suite or task.file, base, task.limit)
+    deterministic: ClassVar[bool] = True  # log-probabilities: one seed is enough
+    suites: ClassVar[tuple[str, ...]] = CHOICE_SUITES
+    suite_required: ClassVar[bool] = True
 
+    def load(self, source: str, limit: int | None) -> list[ChoiceItem]:
+        return load_choice_items(source, limit)
 
-def execute(ctx: TaskContext, task, base=None) -> list[Outcome]:
-    from steer import progress
+    def items(self) -> list[str]:
+        return [it.prompt for it in self.loaded()]
 
-    model = ctx.model
-    items = items_for(task, base)
-    seed = ctx.seeds[0]  # log-probabilities are deterministic: one seed is enough
-    metric = metric_name(task)
-    rows, keys, cands = [], [], []
-    ids_by_n: dict[int, list[int]] = {}
-    for i, item in enumerate(items):
-        n = len(item.options)
-        if n > len(LABELS):
-            raise TaskDataError(f"{task.name}: item {item.id} has {n} options, at most "
-                                f"{len(LABELS)} are supported")
-        if n not in ids_by_n:
-            ids_by_n[n] = label_ids(model.tokenizer, task.stem, n)
-        for k, order in enumerate(orders(n)):
-            text = render(item.prompt, [item.options[j].text for j in order])
-            prompt = model.format_prompt(text, ctx.system) + task.stem
-            for cond in ctx.conditions:
-                rows.append(GenRow(prompt, ctx.interventions(cond, seed)))
-                keys.append((i, k, cond))
-                cands.append(ids_by_n[n])
-    with progress.task(task.name, len(rows), ctx.quiet) as adv:
-        lps = next_token_logprobs(model, rows, cands, ctx.vectors, ctx.batch_size,
-                                  adv)
-    acc: dict[tuple, list[float]] = {}
-    letter_mass: dict[tuple, list[float]] = {}
-    for (i, k, cond), lp in zip(keys, lps):
-        order = orders(len(items[i].options))[k]
-        acc.setdefault((i, cond), []).append(p_behavior(lp, order, items[i]))
-        # how much of the next-token distribution the letters hold: a check that the model
-        # is answering the question at all
-        letter_mass.setdefault((i, cond), []).append(sum(math.exp(x) for x in lp))
-    out = []
-    for (i, cond), ps in acc.items():
-        mass = letter_mass[(i, cond)]
-        out.append(Outcome(i, seed, cond,
-                           {metric: sum(ps) / len(ps), "option_mass": sum(mass) / len(mass)},
-                           {"item_id": items[i].id, "p_by_order": [round(p, 4) for p in ps]}))
-    return out
+    def rows_per_condition(self) -> int:
+        return 2 * len(self.loaded())  # at least two option orders
+
+    @property
+    def metric(self) -> str:
+        return f"p_{self.behavior or self.name}"
+
+    def run(self, ctx: Context, conditions: list[Condition], seed: int) -> list[Sample]:
+        from steer import progress
+        from steer.lm.decode import GenRow
+        from steer.lm.read import next_token_logprobs
+
+        model = ctx.model
+        items = self.loaded()
+        metric = self.metric
+        rows, keys, cands = [], [], []
+        ids_by_n: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            n = len(item.options)
+            if n > len(LABELS):
+                raise TaskDataError(f"{self.name}: item {item.id} has {n} options, at most "
+                                    f"{len(LABELS)} are supported")
+            if n not in ids_by_n:
+                ids_by_n[n] = label_ids(model.tokenizer, self.stem, n)
+            for k, order in enumerate(orders(n)):
+                text = render(item.prompt, [item.options[j].text for j in order])
+                prompt = model.format_prompt(text, ctx.system_prompt) + self.stem
+                for cond in conditions:
+                    rows.append(GenRow(prompt, ctx.interventions(cond, seed)))
+                    keys.append((i, k, cond))
+                    cands.append(ids_by_n[n])
+        with progress.task(self.name, len(rows), ctx.quiet) as adv:
+            lps = next_token_logprobs(model, rows, cands, ctx.vectors, ctx.batch_size, adv)
+        acc: dict[tuple, list[float]] = {}
+        letter_mass: dict[tuple, list[float]] = {}
+        for (i, k, cond), lp in zip(keys, lps):
+            order = orders(len(items[i].options))[k]
+            acc.setdefault((i, cond), []).append(p_behavior(lp, order, items[i]))
+            # how much of the next-token distribution the letters hold: a check that the model
+            # is answering the question at all
+            letter_mass.setdefault((i, cond), []).append(sum(math.exp(x) for x in lp))
+        out = []
+        for (i, cond), ps in acc.items():
+            mass = letter_mass[(i, cond)]
+            out.append(Sample(i, seed, cond,
+                              {metric: sum(ps) / len(ps), "option_mass": sum(mass) / len(mass)},
+                              {"item_id": items[i].id, "p_by_order": [round(p, 4) for p in ps]}))
+        return out

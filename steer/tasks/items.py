@@ -10,18 +10,17 @@ Choice items come in two JSONL formats, told apart line by line:
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
-from steer.errors import SteerError
+from pydantic import Field
 
-
-class TaskDataError(SteerError):
-    """A suite or task file that cannot be read."""
-
+from steer.data import data_path
+from steer.errors import TaskConfigError, TaskDataError
+from steer.io import read_jsonl, read_text
+from steer.tasks.base import TaskSpec
 
 CHOICE_SUITES = ("reward_hacking", "blackmail", "sycophancy", "honesty_under_pressure")
 ACTIVITIES = "activities"
@@ -60,38 +59,22 @@ class CodeTask:
 
 
 def _suite_path(name: str) -> Path:
-    return Path(str(resources.files("steer.data").joinpath("suites", f"{name}.jsonl")))
+    return data_path("suites", f"{name}.jsonl")
 
 
 def _rows(source: str | Path, label: str) -> list[tuple[int, dict]]:
-    p = Path(source)
-    if not p.is_file():
-        raise TaskDataError(f"{label}: no such file: {source}")
-    out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TaskDataError(f"{source}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise TaskDataError(f"{source}:{n}: expected a JSON object per line")
-        out.append((n, row))
+    out = read_jsonl(source, label, TaskDataError)
     if not out:
         raise TaskDataError(f"{source}: no items")
     return out
 
 
-def resolve(source: str, builtin: tuple[str, ...] | str, base: Path | None = None) -> Path:
-    """A built-in suite name, or a file path (relative paths also tried against `base`)."""
+def resolve(source: str, builtin: tuple[str, ...] | str) -> Path:
+    """A built-in suite name, or a file path (resolved beside the config when it was loaded)."""
     names = (builtin,) if isinstance(builtin, str) else builtin
     if source in names:
         return _suite_path("code_impossible" if source == "impossible" else source)
-    p = Path(source)
-    if not p.is_absolute() and not p.exists() and base is not None:
-        p = base / p
-    return p
+    return Path(source)
 
 
 _CHOICE_LINE = re.compile(r"^\s*\(([A-Z])\)\s*(.*\S)\s*$")
@@ -120,9 +103,8 @@ def _anthropic(row: dict, where: str) -> ChoiceItem:
     return ChoiceItem(str(row.get("id", where)), prompt, opts)
 
 
-def load_choice_items(source: str, base: Path | None = None, limit: int | None = None
-                      ) -> list[ChoiceItem]:
-    path = resolve(source, CHOICE_SUITES, base)
+def load_choice_items(source: str, limit: int | None = None) -> list[ChoiceItem]:
+    path = resolve(source, CHOICE_SUITES)
     items = []
     for n, row in _rows(path, "choice suite"):
         where = f"{path.name}:{n}"
@@ -144,9 +126,8 @@ def load_choice_items(source: str, base: Path | None = None, limit: int | None =
     return items[:limit] if limit else items
 
 
-def load_activities(source: str = ACTIVITIES, base: Path | None = None,
-                    limit: int | None = None) -> list[Activity]:
-    path = resolve(source, ACTIVITIES, base)
+def load_activities(source: str = ACTIVITIES, limit: int | None = None) -> list[Activity]:
+    path = resolve(source, ACTIVITIES)
     out = []
     for n, row in _rows(path, "activities"):
         try:
@@ -173,9 +154,8 @@ def _tests(src: str) -> tuple[str, ...]:
     return tuple(x for x in (line.strip() for line in src.splitlines()) if x)
 
 
-def load_code_tasks(source: str = "impossible", base: Path | None = None,
-                    limit: int | None = None) -> list[CodeTask]:
-    path = resolve(source, CODE_SUITES, base)
+def load_code_tasks(source: str = "impossible", limit: int | None = None) -> list[CodeTask]:
+    path = resolve(source, CODE_SUITES)
     out = []
     for n, row in _rows(path, "code suite"):
         try:
@@ -186,3 +166,89 @@ def load_code_tasks(source: str = "impossible", base: Path | None = None,
             raise TaskDataError(f"{path}:{n}: missing field {e}; expected {{id, name, "
                                 "signature, spec, visible_tests, hidden_tests}") from None
     return out[:limit] if limit else out
+
+
+# ---------------------------------------------------------------- shared specs
+
+
+class PromptTask(TaskSpec):
+    """Items are prompts: listed, read from a file (one per line), or a `template` with a
+    `{value}` slot filled from `values`."""
+
+    prompts: list[str] = Field(default_factory=list)
+    prompts_file: str | None = None
+    template: str | None = None
+    values: list[float | int | str] | None = None
+
+    input_files: ClassVar[tuple[str, ...]] = ("prompts_file",)
+
+    def check(self) -> None:
+        if self.prompts_file is not None:
+            self.items()
+        elif self.template is not None:
+            if "{value}" not in self.template:
+                raise TaskConfigError("template", self.template, "a template with a {value} slot")
+            if not self.values:
+                raise TaskConfigError("values", self.values,
+                                      "a list of values for the template's {value} slot")
+        elif not self.prompts:
+            raise TaskConfigError("prompts", self.prompts,
+                                  "at least one prompt (or a prompts_file, or a template)")
+
+    def items(self) -> list[str]:
+        if self._items is None:
+            prompts = list(self.prompts)
+            if self.template is not None:
+                prompts += [self.template.replace("{value}", str(v)) for v in self.values or []]
+            if self.prompts_file:
+                try:
+                    text = read_text(self.prompts_file, "prompts", TaskDataError)
+                except TaskDataError:
+                    raise TaskConfigError("prompts_file", self.prompts_file,
+                                          "an existing file of prompts (one per line)") from None
+                prompts += [x.strip() for x in text.splitlines() if x.strip()]
+            self._items = prompts
+        return self._items
+
+
+class SuiteTask(TaskSpec):
+    """Items come from a built-in `suite` or a JSONL `file`; `limit` keeps the first ones."""
+
+    suite: str | None = None
+    file: str | None = None
+    limit: int | None = Field(None, ge=1)
+
+    input_files: ClassVar[tuple[str, ...]] = ("file",)
+    suites: ClassVar[tuple[str, ...]] = ()  # built-in suite names, the first the default
+    suite_required: ClassVar[bool] = False
+
+    def load(self, source: str, limit: int | None) -> list:
+        """The items of a suite name or file path."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        if self.suite is not None and self.file is not None:
+            raise TaskConfigError("file", self.file, "either suite or file, not both")
+        if self.suite is None and self.file is None:
+            if self.suite_required:
+                raise TaskConfigError("suite", None, f"a built-in suite "
+                                      f"({', '.join(self.suites)}) or a file")
+            self.suite = self.suites[0]
+        if self.suite is not None and self.suite not in self.suites:
+            raise TaskConfigError("suite", self.suite,
+                                  f"a built-in suite ({', '.join(self.suites)})")
+        try:
+            self.loaded()
+        except TaskDataError as e:
+            key = "suite" if self.suite else "file"
+            raise TaskConfigError(key, self.suite or self.file,
+                                  f"a readable {self.type} file ({e})") from None
+
+    def loaded(self) -> list:
+        """The items, loaded once."""
+        if self._items is None:
+            self._items = self.load(self.suite or self.file, self.limit)
+        return self._items
+
+    def files(self) -> list[Path]:
+        return [resolve(self.suite or self.file, self.suites)]

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
+from typing import ClassVar, Literal
 
 import numpy as np
-import pandas as pd
+from pydantic import field_validator
 
-from steer.generate import GenRow, next_token_logprobs, readout_prompts
-from steer.plan import row_seed
-from steer.tasks.base import Outcome, TaskContext
+from steer.tasks.base import UNSTEERED, Condition, Context, Extra, Sample, row_seed
 from steer.tasks.choice import label_ids, render
-from steer.tasks.items import load_activities
+from steer.tasks.items import ACTIVITIES, Activity, SuiteTask, load_activities
 
 QUESTION = "Which of these two activities would you rather do?"
 
@@ -66,60 +65,96 @@ def bradley_terry(n: int, pairs: list[tuple[int, int]], p_first: list[float],
     return 1000 + 400 / math.log(10) * (logs - logs.mean())
 
 
-def execute(ctx: TaskContext, task, base=None) -> list[Outcome]:
-    from steer import progress
+class PreferenceSpec(SuiteTask):
+    """Pairs of activities, "I prefer (" prefilled; Elo per activity. `pairs`: all, or about
+    that many opponents per activity."""
 
-    model = ctx.model
-    acts = load_activities(task.suite or task.file, base, task.limit)
-    seed = ctx.seeds[0]
-    pairs = design(len(acts), task.pairs, ctx.plan.seeds[0])
-    letters = label_ids(model.tokenizer, task.stem, 2)
-    rows, keys = [], []
-    for k, (i, j) in enumerate(pairs):
-        for flipped in (False, True):
-            a, b = (acts[j], acts[i]) if flipped else (acts[i], acts[j])
-            prompt = model.format_prompt(render(QUESTION, [a.text, b.text]), ctx.system)
-            for cond in ctx.conditions:
-                rows.append(GenRow(prompt + task.stem, ctx.interventions(cond, seed)))
-                keys.append((k, flipped, cond))
-    with progress.task(task.name, len(rows), ctx.quiet) as adv:
-        lps = next_token_logprobs(model, rows, [letters] * len(rows), ctx.vectors,
-                                  ctx.batch_size, adv)
-    p_first: dict = {}
-    for (k, flipped, cond), lp in zip(keys, lps):
-        pa = 1 / (1 + math.exp(lp[1] - lp[0]))  # P(A) normalized over the two letters
-        p_first.setdefault(cond, [0.0] * len(pairs))[k] += (1 - pa if flipped else pa) / 2
-    # read-outs of each activity's text by the unsteered model, for the Elo correlation
-    reads = []
-    if None in ctx.conditions:  # only the baseline's outcomes carry them
-        texts = [GenRow(model.format_prompt(a.text, ctx.system)) for a in acts]
-        skip = [model.user_offset(a.text, ctx.system) for a in acts]
-        reads = readout_prompts(model, texts, skip, ctx.vectors, ctx.readout_layer,
-                                list(ctx.vectors.names), ctx.batch_size)
-    out = []
-    for cond, ps in p_first.items():
-        elo = bradley_terry(len(acts), pairs, ps)
-        for i, a in enumerate(acts):
-            extra = {"activity": a.text, "group": a.group, "elo": round(float(elo[i]), 2)}
-            if cond is None:
-                extra["readout"] = {e: round(v, 5) for e, v in reads[i].items()}
-            out.append(Outcome(i, seed, cond, {f"elo.{a.group}": float(elo[i])}, extra))
-    return out
+    type: Literal["preference"] = "preference"
+    stem: str = "I prefer ("
+    pairs: Literal["all"] | int = "all"
+
+    deterministic: ClassVar[bool] = True
+    suites: ClassVar[tuple[str, ...]] = (ACTIVITIES,)
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError("'all' or a number of opponents per activity >= 1")
+        return v
+
+    def load(self, source: str, limit: int | None) -> list[Activity]:
+        return load_activities(source, limit)
+
+    def items(self) -> list[str]:
+        return [a.text for a in self.loaded()]
+
+    def rows_per_condition(self) -> int:
+        n = len(self.loaded())
+        k = (n - 1) / 2 if self.pairs == "all" else self.pairs
+        return max(1, int(2 * n * k))
+
+    def run(self, ctx: Context, conditions: list[Condition], seed: int) -> list[Sample]:
+        from steer import progress
+        from steer.lm.decode import GenRow
+        from steer.lm.read import next_token_logprobs, readout_prompts
+
+        model = ctx.model
+        acts = self.loaded()
+        pairs = design(len(acts), self.pairs, ctx.design_seed)
+        letters = label_ids(model.tokenizer, self.stem, 2)
+        rows, keys = [], []
+        for k, (i, j) in enumerate(pairs):
+            for flipped in (False, True):
+                a, b = (acts[j], acts[i]) if flipped else (acts[i], acts[j])
+                prompt = model.format_prompt(render(QUESTION, [a.text, b.text]),
+                                             ctx.system_prompt)
+                for cond in conditions:
+                    rows.append(GenRow(prompt + self.stem, ctx.interventions(cond, seed)))
+                    keys.append((k, flipped, cond))
+        with progress.task(self.name, len(rows), ctx.quiet) as adv:
+            lps = next_token_logprobs(model, rows, [letters] * len(rows), ctx.vectors,
+                                      ctx.batch_size, adv)
+        p_first: dict = {}
+        for (k, flipped, cond), lp in zip(keys, lps):
+            pa = 1 / (1 + math.exp(lp[1] - lp[0]))  # P(A) normalized over the two letters
+            p_first.setdefault(cond, [0.0] * len(pairs))[k] += (1 - pa if flipped else pa) / 2
+        # read-outs of each activity's text by the unsteered model, for the Elo correlation
+        reads = []
+        if UNSTEERED in conditions:  # only the unsteered model's samples carry them
+            texts = [GenRow(model.format_prompt(a.text, ctx.system_prompt)) for a in acts]
+            skip = [model.user_offset(a.text, ctx.system_prompt) for a in acts]
+            reads = readout_prompts(model, texts, skip, ctx.vectors, ctx.readout_layer,
+                                    list(ctx.vectors.names), ctx.batch_size)
+        out = []
+        for cond, ps in p_first.items():
+            elo = bradley_terry(len(acts), pairs, ps)
+            for i, a in enumerate(acts):
+                extra = {"activity": a.text, "group": a.group, "elo": round(float(elo[i]), 2)}
+                if cond.is_unsteered:
+                    extra["readout"] = {e: round(v, 5) for e, v in reads[i].items()}
+                out.append(Sample(i, seed, cond, {f"elo.{a.group}": float(elo[i])}, extra))
+        return out
+
+    def extra(self, samples: list[Sample], results, emotions: list[str]) -> Extra:
+        """elo_<task>.csv (every activity's Elo per condition) and elo_readout_<task>.csv
+        (Pearson r of the unsteered Elo with each emotion's read-out over the activity
+        texts), and a report section."""
+        return elo_tables(self.name, samples)
 
 
-def write_tables(run, task_name: str, outcomes: list[Outcome], results, plan, cfg) -> list[str]:
-    """elo.csv (every activity's Elo per condition) and elo_readout.csv (Pearson r of the
-    unsteered Elo with each emotion's read-out over the activity texts); markdown lines."""
+def elo_tables(task_name: str, samples: list[Sample]) -> Extra:
+    import pandas as pd
+
     rows = []
-    for o in outcomes:
+    for o in samples:
         c = o.cond
         rows.append(dict(task=task_name, item=o.item, activity=o.extra["activity"],
-                         group=o.extra["group"], vector="none" if c is None else c.vector,
-                         layer=-1 if c is None else c.layer, scale=0.0 if c is None else c.scale,
+                         group=o.extra["group"], vector=c.vector, layer=c.layer, scale=c.scale,
                          elo=o.extra["elo"]))
     elo = pd.DataFrame(rows)
-    run.write_table(f"elo_{task_name}.csv", elo)
-    base = [o for o in outcomes if o.cond is None]
+    out = Extra(tables={f"elo_{task_name}.csv": elo})
+    base = [o for o in samples if o.cond.is_unsteered]
     lines = []
     if base:
         ratings = np.array([o.extra["elo"] for o in base])
@@ -128,8 +163,8 @@ def write_tables(run, task_name: str, outcomes: list[Outcome], results, plan, cf
                 if reads[e].std() > 0]
         table = pd.DataFrame(corr, columns=["emotion", "r_elo"]).sort_values(
             "r_elo", ascending=False)
-        run.write_table(f"elo_readout_{task_name}.csv", table)
-        groups = elo[elo.vector == "none"].groupby("group")["elo"].mean().round(1)
+        out.tables[f"elo_readout_{task_name}.csv"] = table
+        groups = elo[elo.vector == UNSTEERED.vector].groupby("group")["elo"].mean().round(1)
         lines += ["", f"## Preferences ({task_name})", "",
                   f"Unsteered mean Elo per group: {groups.to_dict()}.",
                   "Emotions whose read-out over an activity's text best tracks its unsteered "
@@ -137,4 +172,5 @@ def write_tables(run, task_name: str, outcomes: list[Outcome], results, plan, cf
                   f"`elo_readout_{task_name}.csv`):", "", "```",
                   table.head(8).round(3).to_string(index=False), "...",
                   table.tail(5).round(3).to_string(index=False, header=False), "```"]
-    return lines
+    out.report = lines
+    return out

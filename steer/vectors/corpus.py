@@ -11,10 +11,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
+from steer.data import data_path
 from steer.errors import CorpusError
+from steer.io import read_jsonl
 from steer.vectors.catalog import canonical, catalog
 
 BUILTIN = "builtin"
@@ -51,45 +52,31 @@ class Corpus:
         return h.hexdigest()[:16]
 
 
-def _read_jsonl(path: Path | str, label: str) -> list[dict]:
-    p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise CorpusError(f"cannot read {label} file {p}: {e.strerror}") from e
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CorpusError(f"{p}:{i}: not valid JSON ({e.msg})") from e
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise CorpusError(f"{p}:{i}: expected an object with a 'text' string")
-        rows.append(row)
-    return rows
-
-
 def builtin_paths() -> tuple[Path, Path]:
-    root = resources.files("steer.data").joinpath("corpus")
-    return Path(str(root.joinpath("stories.jsonl"))), Path(str(root.joinpath("neutral.jsonl")))
+    return data_path("corpus", "stories.jsonl"), data_path("corpus", "neutral.jsonl")
 
 
 def load_corpus(stories: str | Path = BUILTIN, neutral: str | Path | None = None) -> Corpus:
     if str(stories) == BUILTIN:
         stories, default_neutral = builtin_paths()
         neutral = neutral or default_neutral
-    rows = _read_jsonl(stories, "stories")
     out = []
-    for i, r in enumerate(rows, 1):
+    for i, r in _texts(stories, "stories"):
         if not isinstance(r.get("emotion"), str):
             raise CorpusError(f"{stories}:{i}: story has no 'emotion'")
         out.append(Story(canonical(r["emotion"]), str(r.get("topic", "")), r["text"]))
     if not out:
         raise CorpusError(f"{stories}: no stories")
-    neutral_texts = [r["text"] for r in _read_jsonl(neutral, "neutral")] if neutral else []
+    neutral_texts = [r["text"] for _, r in _texts(neutral, "neutral")] if neutral else []
     return Corpus(out, neutral_texts, str(stories))
+
+
+def _texts(path: str | Path, label: str) -> list[tuple[int, dict]]:
+    rows = read_jsonl(path, label, CorpusError)
+    for i, r in rows:
+        if not isinstance(r.get("text"), str):
+            raise CorpusError(f"{path}:{i}: expected an object with a 'text' string")
+    return rows
 
 
 def avoid_pattern(emotion: str) -> re.Pattern | None:

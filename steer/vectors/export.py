@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from steer.errors import VectorError
+from steer.io import atomic_writer
 from steer.vectors.store import EmotionVectors
 
 ARCH = "controlvector"
@@ -28,7 +29,8 @@ def export_safetensors(ev: EmotionVectors, path: str | Path) -> Path:
     path = Path(path)
     meta = {"format": "steer-emotion-vectors", "names": json.dumps(ev.names),
             "meta": json.dumps(ev.meta, default=str)}
-    save_file({"vectors": ev.vectors.contiguous()}, str(path), metadata=meta)
+    with atomic_writer(path) as tmp:
+        save_file({"vectors": ev.vectors.contiguous()}, str(tmp), metadata=meta)
     return path
 
 
@@ -56,6 +58,12 @@ def export_gguf(direction_per_layer: dict[int, torch.Tensor], path: str | Path,
         raise VectorError("nothing to export: no layers selected")
     if min(direction_per_layer) < 1:
         raise VectorError("llama.cpp control vectors cannot steer after block 0; use layers >= 1")
+    with atomic_writer(path) as tmp:
+        _write_gguf(gguf, tmp, direction_per_layer, model_hint, extra)
+    return path
+
+
+def _write_gguf(gguf, path: Path, direction_per_layer, model_hint: str, extra: dict | None):
     writer = gguf.GGUFWriter(str(path), ARCH)
     writer.add_string(f"{ARCH}.model_hint", model_hint)
     writer.add_uint32(f"{ARCH}.layer_count", len(direction_per_layer))
@@ -68,7 +76,6 @@ def export_gguf(direction_per_layer: dict[int, torch.Tensor], path: str | Path,
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path
 
 
 def import_gguf(path: str | Path) -> tuple[dict[int, torch.Tensor], dict[str, str]]:
@@ -99,11 +106,11 @@ def import_gguf(path: str | Path) -> tuple[dict[int, torch.Tensor], dict[str, st
 def control_vector(ev: EmotionVectors, expr: str, norms: torch.Tensor,
                    layers: list[int] | None = None) -> dict[int, torch.Tensor]:
     """Per layer: unit direction of `expr` times the layer's median residual norm."""
-    from steer.steering import direction
+    from steer.lm.directions import unit_direction
 
     n_layers, d = ev.vectors.shape[1], ev.vectors.shape[2]
     layers = layers or list(range(1, n_layers))
-    return {L: direction(expr, ev, L, d) * float(norms[L]) for L in layers}
+    return {L: unit_direction(expr, ev, L, d) * float(norms[L]) for L in layers}
 
 
 def gguf_to_vectors(per_layer: dict[int, torch.Tensor], name: str, n_layers: int
@@ -116,3 +123,56 @@ def gguf_to_vectors(per_layer: dict[int, torch.Tensor], name: str, n_layers: int
     for layer, v in per_layer.items():
         vecs[0, layer] = v
     return EmotionVectors([name], vecs, {"source": "gguf", "layers": sorted(per_layer)})
+
+
+def parse_layers(text: str, n_layers: int) -> list[int]:
+    """Layers from text such as `10-20` or `12,14`, each checked against `n_layers`."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out += list(range(int(a), int(b) + 1))
+            elif part.strip():
+                out.append(int(part))
+    except ValueError:
+        raise VectorError(f"layers {text!r}: expected numbers and ranges such as 10-20 or 12,14"
+                          ) from None
+    bad = [x for x in out if not 0 <= x < n_layers]
+    if bad:
+        raise VectorError(f"layers {bad} are outside 0..{n_layers - 1}")
+    return sorted(set(out))
+
+
+def export_vectors(model, ev: EmotionVectors, out: str | Path, vector: str | None = None,
+                   layers: str | None = None) -> Path:
+    """All vectors as a steer .safetensors file, or one direction (`vector`, an expression) as
+    a llama.cpp control vector (.gguf) at `layers` (e.g. `10-20`; default 1 to the last)."""
+    out = Path(out)
+    if out.suffix not in (".safetensors", ".gguf"):
+        raise VectorError(f"{out}: the file name must end in .safetensors or .gguf")
+    if out.suffix == ".safetensors":
+        return export_safetensors(ev, out)
+    if not vector:
+        raise VectorError("exporting a .gguf control vector needs --vector EXPRESSION")
+    chosen = parse_layers(layers, model.n_layers) if layers else None
+    arch = getattr(model.bridge.cfg, "architecture", None) or "llama"
+    hint = arch.lower().replace("forcausallm", "").replace("bridge", "") or "llama"
+    cv = control_vector(ev, vector, model.resid_norms(), chosen)
+    return export_gguf(cv, out, model_hint=hint,
+                       extra={"vector": vector, "model": model.name,
+                              "fingerprint": model.fingerprint,
+                              "scale_unit": "median residual norm per layer"})
+
+
+def import_vectors(source: str | Path, name: str | None = None) -> EmotionVectors:
+    """Vectors from a steer .safetensors file, or a llama.cpp control vector (.gguf) as one
+    direction named `name` (default: the name it was exported with, or the file's stem)."""
+    source = Path(source)
+    if not source.is_file():
+        raise VectorError(f"{source}: no such file")
+    if source.suffix == ".gguf":
+        per_layer, meta = import_gguf(source)
+        label = name or meta.get("steer.vector") or source.stem
+        return gguf_to_vectors(per_layer, label, max(per_layer) + 1)
+    return import_safetensors(source)

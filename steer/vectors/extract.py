@@ -1,88 +1,12 @@
 """The paper's method: mean residual activations per emotion, minus the mean over emotions,
 with the top principal components of neutral text projected out.
 
-Every layer is computed in one pass over the corpus.
+The texts' mean activations come from `lm.read.text_means`, every layer in one pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-
-from steer.vectors.norms import OUTLIER_FACTOR
-
-
-def _keep_mask(mask: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
-    """Real tokens at least `offset` tokens after the first (position 0 never counts); `offset`
-    may be one number or one per row.
-
-    Texts shorter than the offset fall back to all their tokens after the first."""
-    real = mask.bool()
-    rel = real.long().cumsum(dim=1) - 1  # index among real tokens
-    offset = torch.as_tensor(offset, device=mask.device).clamp(min=1).reshape(-1, 1)
-    keep = real & (rel >= offset)
-    short = keep.sum(dim=1) == 0
-    keep[short] = (real & (rel >= 1))[short]
-    return keep
-
-
-def masked_means(acts: dict[int, torch.Tensor], keep: torch.Tensor, norms: torch.Tensor,
-                 n_layers: int) -> torch.Tensor:
-    """Mean activation per row and layer over kept, non-outlier tokens -> [B, L, d] float32."""
-    out = []
-    for layer in range(n_layers):
-        a = acts[layer].float()
-        k = keep & (a.norm(dim=-1) <= OUTLIER_FACTOR * float(norms[layer]))
-        empty = k.sum(dim=1) == 0
-        k[empty] = keep[empty]  # never fall back to the sink token, but never divide by zero
-        w = k.float()[:, :, None]
-        out.append((a * w).sum(1) / w.sum(1).clamp(min=1.0))
-    return torch.stack(out, dim=1).cpu()
-
-
-def text_means(model, texts: list[str], offset: int = 4, batch_size: int = 16,
-               progress: Callable[[int], None] | None = None,
-               parallel: bool = True) -> torch.Tensor:
-    """[N, n_layers, d_model] mean residual activation of each text at every layer.
-
-    On a CPU with several torch threads, batches run concurrently in as many Python threads,
-    one torch thread each: at these matrix sizes two single-threaded passes side by side beat
-    one two-threaded pass (11-15% faster on 2 cores, benchmarks/vectors_bench.py)."""
-    from steer.steering import capture
-
-    norms = model.resid_norms()
-    layers = list(range(model.n_layers))
-    # Sort by length so batches carry little padding; results go back in input order.
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    result = torch.zeros(len(texts), model.n_layers, model.d_model)
-    torch_threads = torch.get_num_threads()
-    threads = min(torch_threads if parallel and model.device.type == "cpu" else 1, len(batches))
-
-    def run(idx: list[int], acts) -> None:
-        ids, mask = model.encode([texts[i] for i in idx])
-        with torch.no_grad():
-            model.forward(ids, mask, logits_to_keep=1)  # activations only
-        result[idx] = masked_means(acts, _keep_mask(mask, offset), norms, model.n_layers)
-        if progress:
-            progress(len(idx))
-
-    with capture(model, layers, per_thread=threads > 1) as acts:
-        if threads <= 1:
-            for idx in batches:
-                run(idx, acts)
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            torch.set_num_threads(1)
-            try:
-                with ThreadPoolExecutor(threads) as pool:
-                    for f in [pool.submit(run, idx, acts) for idx in batches]:
-                        f.result()
-            finally:
-                torch.set_num_threads(torch_threads)
-    return result
 
 
 def neutral_components(neutral: torch.Tensor, variance: float) -> list[torch.Tensor]:

@@ -168,7 +168,9 @@ def logit_lens(model, vectors, layer: int, names: list[str], top: int = 8
     return out
 
 
-def pca_map(units: torch.Tensor, names: list[str], path: Path, title: str) -> Path:
+def pca_map(units: torch.Tensor, names: list[str], title: str):
+    """The emotions on the first two principal components, coloured by human valence; a
+    matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,6 +190,54 @@ def pca_map(units: torch.Tensor, names: list[str], path: Path, title: str) -> Pa
     ax.set_ylabel(f"PC2 ({share[1]:.0%} of variance)")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def vector_profile(model, vectors, emotion: str, layer: int, top: int = 8) -> dict:
+    """One vector: its norm relative to the median residual norm at every layer, and its
+    nearest (`top`) and farthest (3) emotions by cosine at `layer`."""
+    i = vectors.index(emotion)
+    norms = model.resid_norms()
+    rel = [float(vectors.vectors[i, L].norm() / norms[L]) for L in range(model.n_layers)]
+    units = vectors.units(layer)
+    cos = units @ units[i]
+    order = [k for k in cos.argsort(descending=True).tolist() if k != i]
+    return {"name": vectors.names[i], "relative_norms": rel, "layer": layer,
+            "neighbours": [(vectors.names[j], float(cos[j])) for j in order[:top] + order[-3:]]}
+
+
+def inspect_vectors(model, vectors, corpus, token_offset: int, denoise: float,
+                    detail: list[str], out: Path) -> dict:
+    """Validate vectors per layer the paper's way: held-out accuracy (leave one topic out), PCs
+    against human valence/arousal ratings, neighbours, k-means clusters, the logit lens and a
+    labelled PCA map at the best layer. Writes the map and inspect.json into `out`; returns the
+    report (with `per_layer` as a DataFrame)."""
+    import json
+
+    from steer.io import atomic_write, save_figure
+    from steer.vectors.store import cache_folder, load_activations
+
+    folder = cache_folder(model, corpus, token_offset, denoise)
+    stories, neutral_acts, labels, topics = load_activations(folder)
+    names = vectors.names
+    layers = list(range(1, model.n_layers))
+    acc = heldout_accuracy(stories, labels, topics, names, neutral_acts, denoise, layers)
+    geo = pd.DataFrame([{"layer": layer, **pc_rating_correlations(vectors.units(layer), names)}
+                        for layer in layers])
+    per_layer = acc.merge(geo, on="layer")
+    best = int(per_layer.sort_values(["top5", "top1"], ascending=False).layer.iloc[0])
+    units = vectors.units(best)
+    detail = [e for e in detail if e in vectors]
+    clusters = kmeans(units.numpy(), k=min(10, len(names)))
+    members = {int(c): [names[i] for i in range(len(names)) if clusters[i] == c]
+               for c in sorted(set(clusters.tolist()))}
+    png = save_figure(pca_map(units, names, f"{len(names)} emotion vectors, {model.name}, "
+                                            f"layer {best}"), out / f"pca_map_layer{best}.png")
+    report = {"model": model.name, "recommended_layer": best,
+              "per_layer": per_layer.to_dict("records"),
+              "principal_components": pc_poles(units, names), "neighbours": neighbours(units,
+                                                                                       names),
+              "clusters": members, "logit_lens": logit_lens(model, vectors, best, detail),
+              "detail": [names[vectors.index(e)] for e in detail], "pca_map": str(png)}
+    atomic_write(out / "inspect.json", json.dumps(report, indent=2, default=float))
+    return {**report, "per_layer": per_layer}

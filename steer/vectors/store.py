@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from steer.errors import VectorError
-from steer.model import cache_dir
+from steer.io import atomic_write, atomic_writer, cache_dir
+from steer.lm.directions import Direction
 from steer.vectors.catalog import canonical
 
 FORMAT_VERSION = 1
@@ -26,6 +26,18 @@ FORMAT_VERSION = 1
 
 @dataclass
 class EmotionVectors:
+    """Emotion vectors of one model at every layer (from `steer.emotion_vectors`):
+    `vectors[e, layer]` is emotion `names[e]`'s direction, not normalized. `ev["calm"]` is a
+    `Direction`, so `ev["desperate"] - ev["calm"]` can steer.
+
+    Example:
+        >>> import steer
+        >>> m = steer.load_model("tiny-random")
+        >>> ev = steer.emotion_vectors(m, quiet=True)
+        >>> len(ev.names), tuple(ev.vectors.shape[1:]), "desperation" in ev
+        (171, (4, 64), True)
+    """
+
     names: list[str]
     vectors: torch.Tensor  # [E, L, d] float32, not normalized
     meta: dict = field(default_factory=dict)
@@ -39,6 +51,10 @@ class EmotionVectors:
             raise VectorError(f"no vector for emotion {name!r}; have: {', '.join(self.names)}")
         return self.names.index(key)
 
+    def __getitem__(self, name: str) -> Direction:
+        """The direction of one emotion (a name or an alias)."""
+        return Direction([(1.0, self.names[self.index(name)], self)])
+
     def get(self, name: str, layer: int) -> torch.Tensor:
         return self.vectors[self.index(name), layer]
 
@@ -50,14 +66,12 @@ class EmotionVectors:
 
     def save(self, folder: Path) -> None:
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        pid = os.getpid()
-        tmp_t, tmp_j = folder / f"vectors.{pid}.tmp", folder / f"vectors.json.{pid}.tmp"
-        save_file({"vectors": self.vectors.contiguous()}, str(tmp_t),
-                  metadata={"format": str(FORMAT_VERSION)})
-        tmp_j.write_text(json.dumps({"names": self.names, **self.meta}, indent=2))
-        os.replace(tmp_t, folder / "vectors.safetensors")
-        os.replace(tmp_j, folder / "vectors.json")  # written last: its presence marks completion
+        with atomic_writer(folder / "vectors.safetensors") as tmp:
+            save_file({"vectors": self.vectors.contiguous()}, str(tmp),
+                      metadata={"format": str(FORMAT_VERSION)})
+        # written last: its presence marks completion
+        atomic_write(folder / "vectors.json", json.dumps({"names": self.names, **self.meta},
+                                                         indent=2))
 
     @classmethod
     def load(cls, folder: Path) -> EmotionVectors:
@@ -88,7 +102,8 @@ def build_or_load(model, corpus, token_offset: int = 4, denoise_variance: float 
     """Vectors for every emotion in `corpus` at every layer of `model`, from cache when possible.
 
     `progress(n)` is called with the number of texts read since the last call."""
-    from steer.vectors.extract import difference_of_means, text_means
+    from steer.lm.read import text_means
+    from steer.vectors.extract import difference_of_means
 
     settings = _settings(token_offset, denoise_variance)
     folder = cache_folder(model, corpus, token_offset, denoise_variance)
@@ -115,20 +130,43 @@ def build_or_load(model, corpus, token_offset: int = 4, denoise_variance: float 
     acts = {"stories": story_means.half().contiguous()}
     if neutral_means is not None:
         acts["neutral"] = neutral_means.half().contiguous()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"activations.{os.getpid()}.tmp"
-    save_file(acts, str(tmp), metadata={"labels": json.dumps([s.emotion for s in corpus.stories]),
-                                        "topics": json.dumps([s.topic for s in corpus.stories])})
-    os.replace(tmp, folder / "activations.safetensors")
+    with atomic_writer(folder / "activations.safetensors") as tmp:
+        save_file(acts, str(tmp), metadata={
+            "labels": json.dumps([s.emotion for s in corpus.stories]),
+            "topics": json.dumps([s.topic for s in corpus.stories])})
     ev.save(folder)
     return ev
 
 
-def vectors_for(model, corpus, token_offset: int = 4, denoise_variance: float = 0.5,
-                quiet: bool = False, rebuild: bool = False) -> EmotionVectors:
-    """build_or_load with a progress bar while building (none when the cache answers)."""
-    from steer import progress
+def emotion_vectors(model, corpus="builtin", neutral: str | Path | None = None, *,
+                    file: str | Path | None = None, token_offset: int = 4,
+                    denoise_variance: float = 0.5, quiet: bool = False,
+                    rebuild: bool = False) -> EmotionVectors:
+    """Emotion vectors for `model`: built from the built-in story corpus (171 emotions), or from
+    `corpus` (a stories JSONL path, or a loaded `Corpus`) with optional `neutral` dialogues for
+    denoising, and cached under $STEER_CACHE; or read from a steer vector `file` (.safetensors,
+    checked against the model's shape). A progress bar shows while building unless `quiet`.
 
+    Example:
+        >>> import steer
+        >>> m = steer.load_model("tiny-random")
+        >>> ev = steer.emotion_vectors(m, quiet=True)  # cached after the first build
+        >>> ev.meta["n_layers"], ev.names[:2]
+        (4, ['afraid', 'alarmed'])
+    """
+    from steer import progress
+    from steer.vectors.corpus import Corpus, load_corpus
+
+    if file is not None:
+        from steer.vectors.export import import_safetensors
+
+        ev = import_safetensors(file)
+        if tuple(ev.vectors.shape[1:]) != (model.n_layers, model.d_model):
+            raise VectorError(f"{file}: vectors are {tuple(ev.vectors.shape[1:])} (layers, "
+                              f"width), the model is {(model.n_layers, model.d_model)}")
+        return ev
+    if not isinstance(corpus, Corpus):
+        corpus = load_corpus(corpus, neutral)
     folder = cache_folder(model, corpus, token_offset, denoise_variance)
     if not rebuild and (folder / "vectors.json").exists():
         return EmotionVectors.load(folder)
@@ -136,6 +174,18 @@ def vectors_for(model, corpus, token_offset: int = 4, denoise_variance: float = 
     with progress.task("emotion vectors", total, quiet) as advance:
         return build_or_load(model, corpus, token_offset, denoise_variance, progress=advance,
                              rebuild=rebuild)
+
+
+def cached_vector_sets() -> list[dict]:
+    """The metadata of every vector set in the cache ($STEER_CACHE/vectors), with its key."""
+    out = []
+    for meta_path in sorted((cache_dir() / "vectors").glob("*/vectors.json")):
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a set being written, or damaged: not listed
+        out.append({"key": meta_path.parent.name, **meta})
+    return out
 
 
 def cache_folder(model, corpus, token_offset: int = 4, denoise_variance: float = 0.5) -> Path:

@@ -6,10 +6,10 @@ embedded 135M model runs it but writes weak stories."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
-from steer.generate import GenRow, Sampling, generate
+from steer.io import atomic_write
+from steer.lm.decode import GenRow, Sampling, generate_rows
 from steer.vectors.corpus import Story, check_story
 
 TOPICS = {
@@ -27,9 +27,17 @@ PROMPT = ("Write a short story of four or five sentences about {topic}, in which
 
 def write_corpus(model, emotions: list[str], topics: dict[str, str], per_pair: int, out: Path,
                  max_new_tokens: int = 160, temperature: float = 0.8, batch_size: int = 32,
-                 min_words: int = 30, seed: int = 0,
-                 progress: Callable[[int], None] | None = None) -> dict[str, int]:
+                 min_words: int = 30, seed: int = 0, quiet: bool = False) -> dict[str, int]:
     """Generate, filter and write stories; returns counts (written, named, short)."""
+    from steer.errors import InputError, VectorError
+    from steer.vectors.catalog import canonical, catalog
+
+    emotions = [canonical(e) for e in emotions if e.strip()] or list(catalog())
+    unknown = [e for e in emotions if e not in catalog()]
+    if unknown:
+        raise VectorError(f"unknown emotions: {', '.join(unknown)}")
+    if per_pair < 1:
+        raise InputError("--per-pair must be at least 1")
     keys, rows = [], []
     for e in emotions:
         for t, description in topics.items():
@@ -38,7 +46,10 @@ def write_corpus(model, emotions: list[str], topics: dict[str, str], per_pair: i
                 keys.append((e, t))
                 rows.append(GenRow(text, (), seed * 1_000_003 + len(rows)))
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=0.95)
-    results = generate(model, rows, None, sampling, batch_size, progress)
+    from steer import progress
+
+    with progress.task("write stories", len(rows), quiet) as adv:
+        results = generate_rows(model, rows, None, sampling, batch_size, adv)
     counts = {"written": 0, "named_emotion": 0, "too_short": 0}
     lines = []
     for (e, t), r in zip(keys, results):
@@ -51,8 +62,5 @@ def write_corpus(model, emotions: list[str], topics: dict[str, str], per_pair: i
             counts["written"] += 1
             lines.append(json.dumps({"emotion": e, "topic": t, "text": story.text,
                                      "source": model.name}, ensure_ascii=False))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    tmp.replace(out)
+    atomic_write(out, "".join(line + "\n" for line in lines))
     return counts

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from steer.model import cache_dir
+from steer.data import data_path
+from steer.io import atomic_write, cache_dir
 
 # Tokens whose residual norm exceeds this multiple of the layer's median are attention sinks
 # (position 0, rare tokens) with norms up to ~200x typical; averaging over them ruins means.
@@ -23,9 +23,7 @@ _FALLBACK = [
 
 
 def neutral_texts(limit: int = 64) -> list[str]:
-    from steer.vectors.corpus import builtin_paths
-
-    path = builtin_paths()[1]
+    path = data_path("corpus", "neutral.jsonl")
     if path.exists():
         texts = [json.loads(x)["text"] for x in path.read_text().splitlines() if x.strip()]
         if texts:
@@ -35,7 +33,7 @@ def neutral_texts(limit: int = 64) -> list[str]:
 
 def token_norms(model, texts: list[str], batch_size: int = 16):
     """Yield (mask [B,T] of real tokens excluding position 0 of each text, {layer: norms [B,T]})."""
-    from steer.steering import capture
+    from steer.lm.steering import capture
 
     layers = list(range(model.n_layers))
     for i in range(0, len(texts), batch_size):
@@ -59,8 +57,5 @@ def median_resid_norms(model) -> torch.Tensor:
         for layer, a in acts.items():
             per_layer[layer].append(a.float().norm(dim=-1)[real].cpu())
     med = [float(torch.cat(x).median()) for x in per_layer]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"model": model.name, "median_norm": med}))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps({"model": model.name, "median_norm": med}))
     return torch.tensor(med, dtype=torch.float32)

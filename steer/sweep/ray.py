@@ -1,6 +1,6 @@
 """`--backend ray`: the plan's units spread over a Ray cluster.
 
-Each Ray actor is a `Worker` (execute.py) with its own copy of the model (one GPU per actor where
+Each Ray actor is a `Worker` (worker.py) with its own copy of the model (one GPU per actor where
 the cluster has GPUs). The driver hands every actor one unit at a time and writes each result into
 the run directory as it arrives, so resume and failure rules are those of the local backend.
 Workers need steer installed and the config's files (prompt files, vector files, suites given by
@@ -14,17 +14,19 @@ import os
 
 
 class _Actor:
-    def __init__(self, cfg_json: dict, source: str, threads: int):
+    def __init__(self, cfg_json: dict, threads: int):
         import torch
 
-        from steer.config import ExperimentConfig
-        from steer.execute import Worker
-        from steer.plan import make_plan
+        from steer.sweep.config import config_model
+        from steer.sweep.plan import make_plan
+        from steer.sweep.worker import Worker
 
         if threads > 0:
             torch.set_num_threads(threads)
-        cfg = ExperimentConfig.model_validate(cfg_json)
-        self.worker = Worker(cfg, make_plan(cfg, source), source, quiet=True)
+        cfg = config_model().model_validate(cfg_json)  # paths already absolute
+        for task in cfg.tasks:
+            task.check()
+        self.worker = Worker(cfg, make_plan(cfg), quiet=True)
 
     def info(self) -> dict:
         return {**self.worker.info(), "host": os.uname().nodename, "pid": os.getpid()}
@@ -33,7 +35,7 @@ class _Actor:
         return self.worker.run_unit_safely(unit)
 
 
-def run_ray(cfg, plan, source, pending, on_result, address: str | None = None,
+def run_ray(cfg, pending, on_result, address: str | None = None,
             workers: int | None = None, quiet: bool = True) -> dict:
     """Run `pending` units on Ray; `on_result(unit, status, payload)` is called on the driver as
     each finishes. Connects to `address` ("auto", "ray://host:port", ...) or, when None, starts a
@@ -59,9 +61,8 @@ def run_ray(cfg, plan, source, pending, on_result, address: str | None = None,
         threads = max(1, cpus // n)
         opts = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": threads}
         actor_cls = ray.remote(**opts)(_Actor)
-        source = str(os.path.abspath(source))
         cfg_json = cfg.model_dump(mode="json")
-        actors = [actor_cls.remote(cfg_json, source, 0 if gpus else threads) for _ in range(n)]
+        actors = [actor_cls.remote(cfg_json, 0 if gpus else threads) for _ in range(n)]
         infos = ray.get([a.info.remote() for a in actors])
         queue = list(pending)
         running = {}

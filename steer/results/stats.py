@@ -52,7 +52,7 @@ def slope_ci(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 
 
 def permutation_p(diffs, n_perm: int = 10000, seed: int = 0) -> float:
-    """Two-sided p-value that paired differences (condition minus baseline, one per item) have
+    """Two-sided p-value that paired differences (condition minus unsteered, one per item) have
     mean zero: the signs are flipped at random (exact over all 2^n flips when n <= 14). The
     observed assignment counts among the permutations, so p is never 0."""
     d = np.asarray(diffs, dtype=float)

@@ -1,4 +1,4 @@
-"""Batched generation under per-row steering, and scoring of texts by the unsteered model.
+"""Batched generation under per-row steering.
 
 Rows of a batch may belong to different conditions: each row carries its own interventions and
 its own seed, and sampling draws from a per-row generator, so a row's text does not depend on
@@ -8,15 +8,12 @@ position ids (the bridge derives positions from the mask).
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from steer.steering import Intervention, capture, steer_rows
-from steer.vectors.extract import _keep_mask, masked_means
+from steer.lm.steering import Intervention, steer_rows
 
 
 @dataclass
@@ -161,20 +158,22 @@ def _finish(model, rows, ids: torch.Tensor, mask: torch.Tensor, out: list[torch.
     return results
 
 
-def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (less padding); order restored by caller."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def generate(model, rows: Sequence[GenRow], vectors=None, sampling: Sampling | None = None,
+def generate_rows(model, rows: Sequence[GenRow], vectors=None, sampling: Sampling | None = None,
              batch_size: int = 32, progress: Callable[[int], None] | None = None
              ) -> list[GenResult]:
+    """Generate for rows already formatted (chat template applied), each under its own
+    interventions and seed; results in row order."""
     s = sampling or Sampling()
     if not s.stop_ids:
         s.stop_ids = [model.tokenizer.eos_token_id]
     results: list[GenResult | None] = [None] * len(rows)
-    for idx in _batches([len(r.prompt) for r in rows], batch_size):
+    for idx in length_batches([len(r.prompt) for r in rows], batch_size):
         for i, res in zip(idx, _generate_batch(model, [rows[i] for i in idx], vectors, s)):
             results[i] = res
         if progress:
@@ -182,122 +181,56 @@ def generate(model, rows: Sequence[GenRow], vectors=None, sampling: Sampling | N
     return results  # type: ignore[return-value]
 
 
+
+
 @dataclass
-class Score:
-    perplexity: float
-    readout: dict[str, float]
+class Generation:
+    """What `steer.generate` returns: one reply per prompt, in order.
 
-
-def score(model, items: Sequence[tuple[list[int], list[int]]], vectors=None,
-          readout_layer: int | None = None, emotions: Sequence[str] = (), batch_size: int = 32,
-          progress: Callable[[int], None] | None = None) -> list[Score]:
-    """Re-read (prompt ids, completion ids) pairs with the unsteered model.
-
-    perplexity: exp of the mean negative log-likelihood of the completion given the prompt.
-    readout: per emotion, the mean residual activation over the completion's tokens at
-    `readout_layer` projected on that emotion's unit vector, in units of the layer's median norm.
-
-    Rows that share a prompt (the same prompt under many conditions) share one forward pass over
-    it: its KV cache is computed once and repeated across a batch of right-padded completions.
+    Example:
+        >>> import steer
+        >>> out = steer.generate(steer.load_model("tiny-random"), ["Hi.", "Hello."],
+        ...                      max_new_tokens=3, temperature=0)
+        >>> len(out), len(out.ids[1]) <= 3, isinstance(out.texts[0], str)
+        (2, True, True)
     """
-    want_readout = vectors is not None and readout_layer is not None and len(emotions) > 0
-    layers = [readout_layer] if want_readout else []
-    if want_readout:
-        units = vectors.units(readout_layer, list(emotions)).to(model.device)
-        norm = float(model.resid_norms()[readout_layer])
-        norms = model.resid_norms()[[readout_layer]]
-    pad = model.tokenizer.pad_token_id
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, (p, _) in enumerate(items):
-        groups.setdefault(tuple(p), []).append(i)
-    results: list[Score | None] = [None] * len(items)
-    nan_readout = {e: math.nan for e in emotions} if want_readout else {}
-    for prompt, idxs in groups.items():
-        with torch.no_grad():
-            p = torch.tensor([prompt], device=model.device)
-            first, cache0 = model.forward(p, None, None, 1, use_cache=True)
-        first_lp = torch.log_softmax(first[0, -1].float(), dim=-1)
-        todo = [i for i in idxs if items[i][1]]
-        for i in idxs:
-            if not items[i][1]:
-                results[i] = Score(math.nan, dict(nan_readout))
-        todo.sort(key=lambda i: len(items[i][1]))
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            width = max(len(items[i][1]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            comp = torch.zeros(len(chunk), width, dtype=torch.bool)
-            for r, i in enumerate(chunk):
-                c = items[i][1]
-                ids[r, :len(c)] = torch.tensor(c)
-                comp[r, :len(c)] = True
-            ids, comp = ids.to(model.device), comp.to(model.device)
-            mask = torch.cat([torch.ones(len(chunk), len(prompt), dtype=torch.long,
-                                         device=model.device), comp.long()], dim=1)
-            cache = copy.deepcopy(cache0)
-            for layer in cache.layers:
-                layer.batch_repeat_interleave(len(chunk))
-            with torch.no_grad(), capture(model, layers) as acts:
-                logits, _ = model.forward(ids, mask, cache)
-            lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            tok_lp = torch.cat([first_lp[ids[:, 0]][:, None],
-                                lp.gather(-1, ids[:, 1:, None])[..., 0]], dim=1)
-            nll = -(tok_lp * comp).sum(1) / comp.sum(1)
-            if want_readout:
-                means = masked_means({0: acts[readout_layer]}, comp, norms, 1)[:, 0]
-                proj = (means.to(model.device) @ units.T / norm).cpu()
-            for r, i in enumerate(chunk):
-                ro = {e: float(proj[r, k]) for k, e in enumerate(emotions)} if want_readout else {}
-                results[i] = Score(math.exp(float(nll[r])), ro)
-        if progress:
-            progress(len(idxs))
-    return results  # type: ignore[return-value]
+
+    prompts: list[str]  # as given
+    texts: list[str]
+    ids: list[list[int]]  # generated token ids, without the stop token
+    stopped: list[bool]  # True where the model ended its reply itself
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
 
-def readout_prompts(model, rows: Sequence[GenRow], skip: Sequence[int], vectors,
-                    readout_layer: int, emotions: Sequence[str], batch_size: int = 32,
-                    progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
-    """Emotion read-outs of the prompts themselves (no generation), each row under its own
-    interventions: the mean activation at `readout_layer` over the prompt's tokens after its
-    first `skip[i]` tokens (e.g. past the system prompt), projected on each unit vector, in
-    units of the layer's median norm."""
-    units = vectors.units(readout_layer, list(emotions)).to(model.device)
-    norms = model.resid_norms()
-    results: list[dict[str, float] | None] = [None] * len(rows)
-    for idx in _batches([len(r.prompt) for r in rows], batch_size):
-        ids, mask = model.encode([rows[i].prompt for i in idx])
-        keep = _keep_mask(mask, torch.tensor([skip[i] for i in idx]))
-        with torch.no_grad(), steer_rows(model, [rows[i].interventions for i in idx],
-                                         vectors) as rs, capture(model, [readout_layer]) as acts:
-            rs.phase = "prompt"
-            model.forward(ids, mask, logits_to_keep=1)
-        means = masked_means({0: acts[readout_layer]}, keep, norms[[readout_layer]], 1)[:, 0]
-        proj = (means.to(model.device) @ units.T / float(norms[readout_layer])).cpu()
-        for r, i in enumerate(idx):
-            results[i] = {e: float(proj[r, k]) for k, e in enumerate(emotions)}
-        if progress:
-            progress(len(idx))
-    return results  # type: ignore[return-value]
+def generate(model, prompts: str | Sequence[str], steer: Intervention | Sequence[Intervention] = (),
+             vectors=None, *, max_new_tokens: int = 48, temperature: float = 0.7,
+             top_p: float = 0.95, seed: int = 0, system: str | None = None, chat: bool = True,
+             batch_size: int = 32) -> Generation:
+    """Reply to plain-string prompts (the model's chat template applied unless `chat=False`),
+    every prompt under the interventions `steer`; `vectors` resolves their expressions.
+    Sampling is seeded per prompt, so a reply does not depend on the other prompts; at
+    temperature 0 it is greedy.
 
-
-def next_token_logprobs(model, rows: Sequence[GenRow], candidates: Sequence[Sequence[int]],
-                        vectors=None, batch_size: int = 32,
-                        progress: Callable[[int], None] | None = None) -> list[list[float]]:
-    """For each row (a formatted prompt, usually ending in an answer stem such as "I choose ("),
-    the log-probabilities of its candidate next tokens under the row's interventions.
-
-    One forward pass per batch; positions "generated" steer only the last prompt token, the
-    one whose output is being read."""
-    results: list[list[float] | None] = [None] * len(rows)
-    for idx in _batches([len(r.prompt) for r in rows], batch_size):
-        ids, mask = model.encode([rows[i].prompt for i in idx])
-        with torch.no_grad(), steer_rows(model, [rows[i].interventions for i in idx],
-                                         vectors) as rs:
-            rs.phase = "prompt"
-            logits, _ = model.forward(ids, mask, logits_to_keep=1)
-        lp = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
-        for r, i in enumerate(idx):
-            results[i] = [float(lp[r, t]) for t in candidates[i]]
-        if progress:
-            progress(len(idx))
-    return results  # type: ignore[return-value]
+    Example:
+        >>> import steer
+        >>> m = steer.load_model("tiny-random")
+        >>> ev = steer.emotion_vectors(m, quiet=True)
+        >>> iv = steer.Intervention("desperate - calm", layer=2, scale=0.5)
+        >>> out = steer.generate(m, ["The tests keep failing."], steer=[iv], vectors=ev,
+        ...                      max_new_tokens=5, temperature=0)
+        >>> len(out.texts), len(out.ids[0]) <= 5
+        (1, True)
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if isinstance(steer, Intervention):
+        steer = [steer]
+    ivs = tuple(steer)
+    texts = [model.format_prompt(p, system) if chat else p for p in prompts]
+    rows = [GenRow(t, ivs, seed * 1_000_003 + i) for i, t in enumerate(texts)]
+    res = generate_rows(model, rows, vectors, Sampling(max_new_tokens, temperature, top_p),
+                        batch_size)
+    return Generation(list(prompts), [r.text for r in res], [r.ids for r in res],
+                      [r.stopped for r in res])

@@ -3,7 +3,8 @@
 An `Intervention` adds `scale * median_norm[layer] * unit(direction)` to the residual stream after
 block `layer` (the paper's convention: scale is a fraction of the layer's median per-token norm).
 The direction is an expression over emotion vectors (`desperate`, `desperate - calm`,
-`0.5*happy + calm`) or `random-K`, a seeded random direction used as a control.
+`0.5*happy + calm`), a `Direction` object, or `random-K`, a seeded random direction used as a
+control.
 
 Rows of one batch may carry different interventions (or none), so one forward pass serves many
 conditions: `steer_rows` builds a per-row delta for each layer and registers one hook per layer.
@@ -19,14 +20,24 @@ from dataclasses import dataclass
 import torch
 
 from steer.errors import SteeringError
-from steer.expressions import POSITIONS, RANDOM, parse_expression
+from steer.lm.directions import POSITIONS, Direction, label, unit_direction
 
-__all__ = ["POSITIONS", "Intervention", "SteeringError", "capture", "delta", "direction",
-           "parse_expression", "random_direction", "steer", "steer_rows"]
 
 @dataclass(frozen=True)
 class Intervention:
-    vector: str
+    """Add `scale` x the median residual norm at `layer` x the unit `vector` to the residual
+    stream after block `layer`, at `positions` (all | prompt | generated).
+
+    `vector` is an expression (`"desperate - calm"`, `"random-0"`) or a `Direction`
+    (`ev["desperate"] - ev["calm"]`).
+
+    Example:
+        >>> import steer
+        >>> steer.Intervention("desperate - calm", layer=12, scale=0.1)
+        Intervention(vector='desperate - calm', layer=12, scale=0.1, positions='all')
+    """
+
+    vector: str | Direction
     layer: int
     scale: float
     positions: str = "all"
@@ -34,37 +45,19 @@ class Intervention:
     def __post_init__(self):
         if self.positions not in POSITIONS:
             raise SteeringError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        if not isinstance(self.vector, (str, Direction)):
+            raise SteeringError(f"an intervention's vector is an expression or a Direction, got "
+                                f"{type(self.vector).__name__}")
 
-
-def random_direction(seed: int, d_model: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(1_000_003 + seed)
-    v = torch.randn(d_model, generator=g, dtype=torch.float32)
-    return v / v.norm()
-
-
-def direction(expr: str, vectors, layer: int, d_model: int) -> torch.Tensor:
-    """Unit-length float32 direction for an expression at `layer`."""
-    m = RANDOM.match(expr.strip())
-    if m:
-        return random_direction(int(m.group(1)), d_model)
-    terms = parse_expression(expr)
-    if vectors is None:
-        raise SteeringError(f"vector {terms[0][1]!r} needs emotion vectors, and none are loaded")
-    units = [(coef, vectors.get(name, layer).float()) for coef, name in terms]
-    units = [(coef, v / v.norm()) for coef, v in units]
-    if len(units) == 1 and units[0][0] != 0:
-        return units[0][1] * (1.0 if units[0][0] > 0 else -1.0)
-    total = sum(coef * v for coef, v in units)
-    n = total.norm()
-    if n == 0:
-        raise SteeringError(f"vector expression {expr!r} sums to zero")
-    return total / n
+    @property
+    def label(self) -> str:
+        return label(self.vector)
 
 
 def delta(iv: Intervention, vectors, norms: torch.Tensor, d_model: int) -> torch.Tensor:
     """What the intervention adds to every steered position: scale x norm x unit vector."""
     amount = float(iv.scale) * float(norms[iv.layer])  # in double, then applied in float32
-    return direction(iv.vector, vectors, iv.layer, d_model) * amount
+    return unit_direction(iv.vector, vectors, iv.layer, d_model) * amount
 
 
 class RowSteering:
@@ -125,7 +118,7 @@ class RowSteering:
         d = self.deltas[layer]
 
         def fn(x: torch.Tensor, hook=None) -> torch.Tensor:
-            if x.shape[0] != d.shape[0]:
+            if x.shape[0] != d.shape[0] and d.shape[0] != 1:
                 raise SteeringError(
                     f"steering prepared for {d.shape[0]} rows, batch has {x.shape[0]}")
             if self.phase == "last" or (self.phase == "generated" and self.dense[layer]):
@@ -149,9 +142,26 @@ def steer_rows(model, rows: Sequence[Sequence[Intervention]], vectors) -> Iterat
 
 
 @contextmanager
-def steer(model, interventions: Sequence[Intervention], vectors, batch: int = 1):
-    """Apply the same interventions to every row of a batch of `batch` rows."""
-    with steer_rows(model, [list(interventions)] * batch, vectors) as rs:
+def steering(model, interventions: Intervention | Sequence[Intervention], vectors=None
+             ) -> Iterator[RowSteering]:
+    """Steer every forward pass inside the block, whatever its batch size (`m.forward`,
+    `m.bridge(...)`, `steer.generate`); the hooks are removed on exit, even on error.
+
+    Example:
+        >>> import steer, torch
+        >>> m = steer.load_model("tiny-random")
+        >>> ev = steer.emotion_vectors(m, quiet=True)
+        >>> ids, mask = m.encode(["The tests keep failing."])
+        >>> plain, _ = m.forward(ids, mask)
+        >>> with steer.steering(m, [steer.Intervention("desperate", 2, 0.5)], ev):
+        ...     steered, _ = m.forward(ids, mask)
+        >>> bool((steered != plain).any()), bool((m.forward(ids, mask)[0] == plain).all())
+        (True, True)
+    """
+    if isinstance(interventions, Intervention):
+        interventions = [interventions]
+    # One row of deltas, broadcast over any batch.
+    with steer_rows(model, [list(interventions)], vectors) as rs:
         yield rs
 
 
@@ -183,7 +193,17 @@ def capture(model, layers: Sequence[int], per_thread: bool = False
     """Record the residual stream after each of `layers` on the next forward passes.
 
     Yields a dict that fills with `{layer: activations}` (the latest pass overwrites). With
-    `per_thread`, forward passes running in several threads at once each fill their own."""
+    `per_thread`, forward passes running in several threads at once each fill their own.
+
+    Example:
+        >>> import steer
+        >>> m = steer.load_model("tiny-random")
+        >>> ids, mask = m.encode(["Hello there."])
+        >>> with steer.capture(m, [1, 3]) as acts:
+        ...     _ = m.forward(ids, mask)
+        >>> sorted(acts), acts[3].shape[-1]
+        ([1, 3], 64)
+    """
     store: dict[int, torch.Tensor] | _PerThread = _PerThread() if per_thread else {}
 
     def make(layer: int):

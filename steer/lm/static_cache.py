@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from steer.steering import RowSteering
+from steer.lm.steering import RowSteering
 
 LENGTH_BUCKET = 64
 
@@ -32,11 +32,11 @@ class StaticDecoder:
     caches per (batch, length) bucket, and the (optionally compiled) decode step."""
 
     def __init__(self, model, compiled: bool):
-        from steer.fastpath import _plain_tree
+        from steer.lm.fastpath import plain_tree
 
         self.model = model
         self.compiled = compiled
-        self.net = _plain_tree(model.bridge, relay=False)
+        self.net = plain_tree(model.bridge, relay=False)
         self.bufs: dict[int, torch.Tensor] = {}  # layer -> what its output gets added
         for i, layer in enumerate(self.net.model.layers):
             layer.register_forward_hook(self._adder(i))

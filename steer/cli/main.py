@@ -1,0 +1,228 @@
+"""The `steer` command line: parses, calls the public API (`steer.*`), prints with rich.
+
+Every expected problem ends with one line on stderr and no traceback: a usage error (unknown
+command or option, missing argument, bad option value) prints the usage line, the help hint and
+the error, exit code 2; a `SteerError` prints one line, exit code 2 for bad input (a config, a
+file) and 1 for the rest. Set STEER_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+import steer
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="Activation-steering experiments with emotion vectors.\n\n"
+                       "Example: steer run configs/desperation.yaml")
+
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a config value: key.path=value (value parsed as YAML). Repeatable.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"steer {steer.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        ] = False):
+    """Activation-steering experiments with emotion vectors.
+
+    Example: steer run configs/desperation.yaml"""
+
+
+def _load(config: str, overrides: list[str] | None) -> steer.ExperimentConfig:
+    from steer.progress import console
+
+    cfg = steer.load_config(config, overrides)
+    for key, value in cfg.overrides:
+        console.print(f"[dim]--set[/] {key} = {value!r}", highlight=False)
+    return cfg
+
+
+@app.command()
+def run(config: Annotated[str, typer.Argument(metavar="CONFIG", help="Experiment YAML file.")],
+        set_: SetOpt = None,
+        quiet: QuietOpt = False,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Print the plan (cells, how many are done, the work left); "
+            "load nothing, run nothing.")] = False,
+        backend: Annotated[str, typer.Option(
+            help="local: this process. ray: a Ray cluster (--ray-address, or a local one).")
+        ] = "local",
+        ray_address: Annotated[str | None, typer.Option(
+            help="Ray cluster to join (e.g. auto, or ray://head:10001); default: start one here."
+        )] = None,
+        workers: Annotated[int | None, typer.Option(
+            min=1, help="Ray workers (default: one per GPU, else 1).")] = None,
+        batch_size: Annotated[str | None, typer.Option(
+            help="Rows per forward pass: a number, or auto (largest that fits, backing off on "
+            "out-of-memory). Overrides generation.batch_size; does not change results' keys.")
+        ] = None,
+        max_failures: Annotated[int | None, typer.Option(
+            min=1, help="Stop after this many failed cells (default: never stop early).")] = None,
+        run_dir: Annotated[str | None, typer.Option(
+            help="Run directory to write or finish (default: <output_dir>/<name>).")] = None):
+    """Run an experiment, or finish one: cells already done in its run directory are reused.
+    Prints the run directory's path last. Exit 1 if cells failed, 130 if interrupted.
+
+    Example: steer run configs/desperation.yaml --set seeds='[0]' --set steering.scales='[0, 0.1]'
+    """
+    from steer.progress import console
+
+    if backend not in ("local", "ray"):
+        raise steer.ConfigError("--backend", "", backend, "local or ray")
+    overrides = list(set_ or [])
+    if batch_size is not None:
+        overrides.append(f"generation.batch_size={batch_size}")
+    configs = _load(config, overrides).per_model()
+    if run_dir and len(configs) > 1:
+        raise steer.ConfigError("--run-dir", "", run_dir, "no --run-dir with several models")
+    if dry_run:
+        for sub in configs:
+            _print_plan(sub, run_dir)
+        return
+    failed = 0
+    for sub in configs:
+        failed += _run_one(sub, quiet, backend, ray_address, workers, max_failures, run_dir)
+    if failed:
+        console.print(f"[bold red]{failed} cell(s) failed[/]; rerun the same command to retry "
+                      "them", highlight=False)
+        raise typer.Exit(1)
+
+
+def _print_plan(cfg: steer.ExperimentConfig, run_dir):
+    w = steer.plan_work(cfg, run_dir)
+    typer.echo(f"{cfg.name} on {cfg.model.name}: {w.conditions} conditions "
+               f"({w.computations} distinct computations), {w.seeds} seeds")
+    typer.echo(f"  run directory: {w.run_dir}")
+    typer.echo(f"  cells: {w.cells} in all, {w.done} done, {w.pending_cells} to run"
+               + (f" ({w.failed_before} failed before)" if w.failed_before else ""))
+    for task, n in w.by_task.items():
+        typer.echo(f"    {task}: {n} to run")
+    typer.echo(f"  work left: {w.pending_units} units, {w.pending_rows} forward rows, "
+               f"{w.generated_rows} generations of up to {w.max_new_tokens_total} new "
+               "tokens in all")
+    if w.estimated_s is not None:
+        typer.echo(f"  estimate: {w.estimated_s / 60:.1f} min at the last run's pace")
+
+
+def _run_one(cfg, quiet, backend, ray_address, workers, max_failures, run_dir) -> int:
+    from steer.progress import console
+    from steer.results.report import terminal_tables
+
+    w = steer.plan_work(cfg, run_dir)
+    console.print(f"[bold]{cfg.name}[/]: {w.conditions} conditions, "
+                  f"{w.samples} samples on {cfg.model.name}", highlight=False)
+    result = steer.run(cfg, quiet=quiet, backend=backend, max_failures=max_failures,
+                       run_dir=run_dir, ray_address=ray_address, workers=workers)
+    cells = result.manifest.cells
+    if cells.reused:
+        console.print(f"reused {cells.reused} of {cells.total} cells from an earlier run",
+                      highlight=False)
+    if not quiet and not result.summary.empty:
+        vectors = list(cfg.steering.vectors) if cfg.steering else []
+        for table in terminal_tables(result.summary, result.effects, vectors):
+            console.print(table)
+    failures = result.failures
+    for f in failures[:10]:
+        where = ("unsteered" if f["scale"] == 0
+                 else f"{f['vector']} L{f['layer']} x{f['scale']}")
+        console.print(f"[red]failed[/] {f['task']} {where} seed {f['seed']}: {f['error']}",
+                      highlight=False, soft_wrap=True)
+    if len(failures) > 10:
+        console.print(f"... and {len(failures) - 10} more (see {result.path}/failures/)",
+                      highlight=False)
+    if result.manifest.stopped_early:
+        console.print("[red]stopped early[/]: --max-failures reached", highlight=False)
+    typer.echo(str(result.path))
+    return cells.failed or int(result.manifest.stopped_early)
+
+
+@app.command()
+def validate(config: Annotated[str, typer.Argument(metavar="CONFIG", help="Experiment YAML file.")],
+             set_: SetOpt = None):
+    """Check a config without loading a model; print it resolved and count its conditions.
+
+    Example: steer validate configs/desperation.yaml --set steering.layers='[8, 12]'
+    """
+    cfg = _load(config, set_)
+    typer.echo(cfg.to_yaml().rstrip())
+    for sub in cfg.per_model():
+        w = steer.plan_work(sub)
+        typer.echo(f"# {sub.name}: {w.conditions} conditions ({w.computations} distinct "
+                   f"computations) x {w.items} prompts x {w.seeds} seeds = {w.samples} samples")
+
+
+def _register_subcommands():
+    from steer.cli.texts import corpus_app, monitor, readout
+    from steer.cli.vectors import vectors_app
+
+    app.add_typer(vectors_app, name="vectors")
+    app.add_typer(corpus_app, name="corpus")
+    app.command("readout")(readout)
+    app.command("monitor")(monitor)
+
+
+_register_subcommands()
+
+
+INTERRUPTED = "interrupted: finished cells are saved; rerun the same command to finish"
+
+
+def main(argv: list[str] | None = None):
+    """The console script: run the app and turn every expected error into one line."""
+    from typer.exceptions import Abort, Exit, TyperException
+
+    debug = os.environ.get("STEER_DEBUG") == "1"
+    try:
+        # Without standalone mode, click returns an exit code rather than exiting (typer turns
+        # Ctrl-C into exit code 130 this way) and raises its usage errors to us.
+        rc = app(args=argv, prog_name="steer", standalone_mode=False)
+        if rc == 130:
+            _fail(INTERRUPTED, 130)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except steer.SteerError as e:
+        if debug:
+            raise
+        _fail(str(e), e.exit_code)
+    except Exit as e:
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, Abort):
+        _fail(INTERRUPTED, 130)
+    except TyperException as e:  # typer's own copy of click's usage errors
+        if debug:
+            raise
+        _usage_error(e)
+
+
+def _usage_error(e) -> None:
+    """Usage line, help hint and the error on one line, exit 2 (as click prints it, without
+    the boxes)."""
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None:
+        print(ctx.get_usage(), file=sys.stderr)
+        print(f"Try '{ctx.command_path} --help' for help.", file=sys.stderr)
+    message = " ".join(e.format_message().split())
+    _fail(message, getattr(e, "exit_code", 2) or 2)
+
+
+def _fail(message: str, code: int):
+    from steer.progress import console
+
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

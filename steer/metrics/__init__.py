@@ -1,1 +1,0 @@
-"""Metrics computed on every sample, and the statistics over them."""

@@ -1,0 +1,497 @@
+"""The one typed schema of an experiment: load a YAML file, apply `--set` overrides, validate,
+and resolve every input path beside the config file (whatever the working directory).
+
+Every problem becomes a `ConfigError` whose message is one line naming the file, the key path,
+what was given and what was expected. Checks that need the model (layer range, known emotions)
+use only cheap metadata: no weights are loaded here. The `tasks` list is a discriminated union
+over the registered task types (steer/tasks), rebuilt when one is registered.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+)
+
+from steer.errors import MISSING, ConfigError, TaskConfigError
+from steer.lm.load import EMBEDDED, GEMMA, known_layer_count
+from steer.tasks import DEFAULT_TYPE, task_types
+from steer.tasks.base import TaskSpec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    name: str | list[str] = EMBEDDED  # a list runs the experiment once per model
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class VectorSpec(_Strict):
+    file: str | None = None  # a steer vector file (.safetensors); if set, nothing is built
+    corpus: str = "builtin"
+    neutral: str | None = None
+    token_offset: int = Field(4, ge=0, le=512)
+    denoise_variance: float = Field(0.5, ge=0.0, lt=1.0)
+
+    def files(self) -> list[Path]:
+        """The files the vectors are made from (their digests key the cells)."""
+        from steer.vectors.corpus import BUILTIN, builtin_paths
+
+        if self.file:
+            return [Path(self.file)]
+        files = list(builtin_paths()) if self.corpus == BUILTIN else [Path(self.corpus)]
+        if self.neutral:
+            files.append(Path(self.neutral))
+        return files
+
+
+class SteeringSpec(_Strict):
+    vectors: list[str] = Field(min_length=1)
+    layers: list[int] = Field(min_length=1)
+    scales: list[float] = Field(min_length=1)
+    positions: Literal["all", "prompt", "generated"] = "all"
+    random_controls: int = Field(1, ge=0, le=64)  # each draws a new direction per seed
+
+    @field_validator("layers")
+    @classmethod
+    def _non_negative(cls, v: list[int]) -> list[int]:
+        for x in v:
+            if x < 0:
+                raise ValueError("layers >= 0")
+        return v
+
+    @field_validator("scales")
+    @classmethod
+    def _finite(cls, v: list[float]) -> list[float]:
+        for x in v:
+            if not -10 <= x <= 10:
+                raise ValueError("scales between -10 and 10 (fractions of the residual norm)")
+        return v
+
+
+class GenerationSpec(_Strict):
+    max_new_tokens: int = Field(48, ge=1, le=4096)
+    temperature: float = Field(0.7, ge=0.0, le=5.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    # "auto": the largest batch that fits, backing off on out-of-memory (recorded in the manifest)
+    batch_size: int | Literal["auto"] = 32
+    system_prompt: str | None = None
+    # KV cache of generation: "dynamic" grows per step; "static"/"compiled" keep fixed shapes,
+    # "compiled" records the decode step (CUDA graphs on a GPU). "auto": STEER_DECODE, else
+    # dynamic. Like batch_size, it changes speed, not results' keys.
+    decode: Literal["auto", "dynamic", "static", "compiled"] = "auto"
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v):
+        if isinstance(v, int) and not 1 <= v <= 4096:
+            raise ValueError("'auto' or a batch size between 1 and 4096")
+        return v
+
+
+class ReadoutSettings(_Strict):
+    layer: int | None = Field(None, ge=0)
+    emotions: list[str] | None = None
+
+
+MetricName = Literal["readout", "sentiment", "perplexity", "repetition"]
+
+
+class ExperimentConfig(_Strict):
+    """A validated experiment (from `steer.load_config`): input paths are absolute, resolved
+    beside the config file; `source` is that file and `overrides` the `--set` pairs applied.
+
+    Example:
+        >>> import steer
+        >>> cfg = steer.load_config("configs/smoke.yaml", overrides=["seeds=[0]"])
+        >>> cfg.name, cfg.seeds, [t.type for t in cfg.tasks]
+        ('smoke', [0], ['generate'])
+    """
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    vectors: VectorSpec = Field(default_factory=VectorSpec)
+    steering: SteeringSpec | None = None  # None: the unsteered model only
+    tasks: list[TaskSpec] = Field(min_length=1)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    metrics: list[MetricName] = Field(
+        default_factory=lambda: ["readout", "sentiment", "perplexity", "repetition"])
+    readout: ReadoutSettings = Field(default_factory=ReadoutSettings)
+    output_dir: str = "runs"  # relative to the working directory
+
+    _source: str = PrivateAttr("<config>")
+    _overrides: list = PrivateAttr(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        """The file the config was read from."""
+        return self._source
+
+    @property
+    def overrides(self) -> list[tuple[str, Any]]:
+        """The `--set` overrides applied, as (key, value) pairs."""
+        return list(self._overrides)
+
+    def task(self, name: str) -> TaskSpec:
+        return next(t for t in self.tasks if t.name == name)
+
+    def per_model(self) -> list[ExperimentConfig]:
+        """One config per model when `model.name` is a list (each named `<name>-<model>`)."""
+        if isinstance(self.model.name, str):
+            return [self]
+        out = []
+        for name in self.model.name:
+            sub = self.model_copy(deep=True)
+            sub.model.name = name
+            sub.name = f"{self.name}-{model_slug(name)}"
+            out.append(sub)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# ---------------------------------------------------------------- the schema of today's tasks
+
+
+def _task_type(v: Any) -> str | None:
+    if isinstance(v, dict):
+        t = v.get("type", DEFAULT_TYPE)
+        return t if isinstance(t, str) else None
+    return getattr(v, "type", None)
+
+
+_MODELS: dict[tuple, type[ExperimentConfig]] = {}
+
+
+def config_model() -> type[ExperimentConfig]:
+    """ExperimentConfig with `tasks` as the union of the task types registered now."""
+    types = task_types()
+    key = tuple(sorted((name, id(cls)) for name, cls in types.items()))
+    if key not in _MODELS:
+        union = Union[tuple(Annotated[cls, Tag(name)] for name, cls in types.items())]  # noqa: UP007
+        tasks = Annotated[union, Discriminator(
+            _task_type, custom_error_type="task_type",
+            custom_error_message="a mapping with a known task type")]
+        _MODELS[key] = create_model("ExperimentConfig", __base__=ExperimentConfig,
+                                    tasks=(list[tasks], Field(min_length=1)))
+    return _MODELS[key]
+
+
+# ---------------------------------------------------------------- error messages
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    """Drop the union tag pydantic puts after a task's index (`tasks, 0, choice, suite`)."""
+    if len(loc) >= 3 and loc[0] == "tasks" and isinstance(loc[1], int) and loc[2] in task_types():
+        return loc[:2] + loc[3:]
+    return loc
+
+
+def _path_str(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _lookup(data: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return MISSING
+    return data
+
+
+def _field_names(data: dict, loc: tuple) -> list[str]:
+    """The keys allowed in the mapping at `loc` (a task's keys depend on its type)."""
+    cls: Any = ExperimentConfig
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            continue
+        if cls is ExperimentConfig and part == "tasks":
+            task = _lookup(data, loc[:i + 2])
+            cls = task_types().get(_task_type(task) or "") if len(loc) > i + 1 else None
+            if cls is None:
+                return []
+            continue
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        cls = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)),
+                   None)
+        if cls is None:
+            return []
+    return sorted(getattr(cls, "model_fields", {}))
+
+
+def _error(e: ValidationError, data: dict, source: str) -> ConfigError:
+    err = e.errors()[0]
+    loc = _clean_loc(tuple(err["loc"]))
+    kind = err["type"]
+    given = _lookup(data, loc)
+    if kind == "task_type":
+        t = given.get("type", MISSING) if isinstance(given, dict) else MISSING
+        known = ", ".join(task_types())
+        if isinstance(given, dict):
+            return ConfigError(source, _path_str(loc) + ".type", t, f"a task type ({known})")
+        return ConfigError(source, _path_str(loc), given,
+                           f"a task: a mapping with a name and a type ({known})")
+    if kind == "extra_forbidden":
+        parent = _field_names(data, loc[:-1])
+        expected = f"a known key ({', '.join(parent)})" if parent else "no such key"
+        return ConfigError(source, _path_str(loc), loc[-1] if loc else MISSING, expected)
+    if kind == "missing":
+        return ConfigError(source, _path_str(loc), MISSING, "a value (this key is required)")
+    msg = err["msg"]
+    for prefix in ("Input should be ", "Value error, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return ConfigError(source, _path_str(loc), given, msg)
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """`key.path=value` -> (path parts, value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError("--set", text, text, "key.path=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError("--set", key, text, "a dotted key path such as steering.scales")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    path: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
+    return path, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> list[tuple[str, Any]]:
+    """Apply `key.path=value` overrides in place; returns (key, value) pairs for echoing."""
+    applied = []
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            nxt = path[i + 1]
+            if isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            elif isinstance(node, dict):
+                if not isinstance(node.get(part), (dict, list)):
+                    node[part] = [] if isinstance(nxt, int) else {}
+                node = node[part]
+            else:
+                raise ConfigError("--set", ".".join(map(str, path)), text, "an existing path")
+        last = path[-1]
+        if isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError("--set", ".".join(map(str, path)), text, "an existing path")
+        applied.append((".".join(map(str, path)), value))
+    return applied
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    src = str(path)
+    if not p.is_file():
+        raise ConfigError(src, "", MISSING, "an existing YAML file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise ConfigError(src, where, "invalid YAML", "well-formed YAML") from None
+    except UnicodeDecodeError:
+        raise ConfigError(src, "", "binary data", "a UTF-8 text file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(src, "", type(data).__name__, "a mapping of keys at the top level")
+    return data
+
+
+def validate(data: dict, source: str = "<config>", base: str | Path | None = None
+             ) -> ExperimentConfig:
+    """A config from parsed YAML: schema, then input paths resolved beside `base` (the config's
+    folder; default: the working directory), then checks against files and model metadata."""
+    try:
+        cfg = config_model().model_validate(data)
+    except ValidationError as e:
+        raise _error(e, data, source) from None
+    cfg._source = source
+    resolve_paths(cfg, Path(base) if base is not None else Path.cwd())
+    check_against_resources(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override, validate and resolve an experiment config (no weights are loaded).
+    `overrides` are `key.path=value` strings, values parsed as YAML. Relative input paths
+    (prompt files, suites given by file, corpora, vector files, .gguf models) resolve beside
+    the config file; `output_dir` stays relative to the working directory.
+
+    Example:
+        >>> import steer
+        >>> cfg = steer.load_config("configs/desperation.yaml", overrides=["seeds=[0]"])
+        >>> cfg.seeds, cfg.tasks[0].prompts_file.endswith("configs/prompts/stress.txt")
+        ([0], True)
+    """
+    data = read_yaml(path)
+    applied = apply_overrides(data, overrides or [])
+    cfg = validate(data, str(path), Path(path).parent)
+    cfg._overrides = applied
+    return cfg
+
+
+def _beside(base: Path, value: str) -> str:
+    p = Path(value).expanduser()
+    return str(p) if p.is_absolute() else os.path.normpath(base.absolute() / p)
+
+
+def _is_model_path(name: str, base: Path) -> bool:
+    return (name.endswith(".gguf") or name.startswith(("/", "./", "../", "~"))
+            or (base / name).exists())
+
+
+def resolve_paths(cfg: ExperimentConfig, base: Path) -> None:
+    """Make every input path absolute, relative ones taken beside `base`."""
+    from steer.vectors.corpus import BUILTIN
+
+    names = cfg.model.name if isinstance(cfg.model.name, list) else [cfg.model.name]
+    names = [_beside(base, n) if _is_model_path(n, base) else n for n in names]
+    cfg.model.name = names if isinstance(cfg.model.name, list) else names[0]
+    v = cfg.vectors
+    v.file = _beside(base, v.file) if v.file else None
+    v.corpus = v.corpus if v.corpus == BUILTIN else _beside(base, v.corpus)
+    v.neutral = _beside(base, v.neutral) if v.neutral else None
+    for task in cfg.tasks:
+        for key in task.input_files:
+            value = getattr(task, key)
+            if value:
+                setattr(task, key, _beside(base, value))
+
+
+def model_slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).name if name.endswith(".gguf") else name
+                  ).strip("-").lower()
+
+
+def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
+    """Checks that need files or model metadata (never weights)."""
+    if isinstance(cfg.model.name, list):
+        if not cfg.model.name or len(set(cfg.model.name)) != len(cfg.model.name):
+            raise ConfigError(source, "model.name", cfg.model.name,
+                              "a model name, or a list of distinct model names")
+        for sub in cfg.per_model():
+            check_against_resources(sub, source)
+        return
+    from steer.errors import SteeringError
+    from steer.lm.directions import parse_expression
+    from steer.vectors.catalog import canonical
+    from steer.vectors.corpus import BUILTIN, CorpusError, load_corpus
+
+    name = cfg.model.name
+    n_layers = known_layer_count(name)
+    if name.endswith(".gguf") and not Path(name).exists():
+        raise ConfigError(source, "model.name", name, "an existing .gguf file")
+    if name.startswith(("/", "~")) and not Path(name).expanduser().exists():
+        raise ConfigError(source, "model.name", name, "an existing model folder")
+    if n_layers is None and not (name.endswith(".gguf") or "/" in name):
+        raise ConfigError(source, "model.name", name,
+                          f"'{EMBEDDED}', 'tiny-random', '{GEMMA}', a .gguf path, a local "
+                          "model folder or a Hugging Face id (org/name)")
+    steer_spec = cfg.steering
+    if n_layers is not None:
+        for i, layer in enumerate(steer_spec.layers if steer_spec else []):
+            if layer >= n_layers:
+                raise ConfigError(source, f"steering.layers[{i}]", layer,
+                                  f"a layer in 0..{n_layers - 1} ({name} has {n_layers})")
+        if cfg.readout.layer is not None and cfg.readout.layer >= n_layers:
+            raise ConfigError(source, "readout.layer", cfg.readout.layer,
+                              f"a layer in 0..{n_layers - 1} ({name} has {n_layers})")
+    for key in ("corpus", "neutral"):
+        value = getattr(cfg.vectors, key)
+        if value is not None and value != BUILTIN and not Path(value).is_file():
+            raise ConfigError(source, f"vectors.{key}", value,
+                              f"'{BUILTIN}' or an existing JSONL file")
+    if cfg.vectors.file is not None:
+        known = _names_in_vector_file(cfg.vectors.file, source)
+    else:
+        try:
+            corpus = load_corpus(cfg.vectors.corpus, cfg.vectors.neutral)
+        except CorpusError as e:
+            raise ConfigError(source, "vectors.corpus", cfg.vectors.corpus,
+                              f"a valid corpus ({e})") from None
+        known = set(corpus.emotions)
+    for i, expr in enumerate(steer_spec.vectors if steer_spec else []):
+        try:
+            terms = parse_expression(expr)
+        except SteeringError as e:
+            raise ConfigError(source, f"steering.vectors[{i}]", expr, str(e)) from None
+        for _, term in terms:
+            if canonical(term) not in known:
+                raise ConfigError(source, f"steering.vectors[{i}]", expr,
+                                  f"emotions with vectors ({_choices(known)})")
+    for i, emotion in enumerate(cfg.readout.emotions or []):
+        if canonical(emotion) not in known:
+            raise ConfigError(source, f"readout.emotions[{i}]", emotion,
+                              f"an emotion with a vector ({_choices(known)})")
+    for i, task in enumerate(cfg.tasks):
+        try:
+            task.check()
+        except TaskConfigError as e:
+            raise ConfigError(source, f"tasks[{i}].{e.field}", e.given, e.expected) from None
+    names = [t.name for t in cfg.tasks]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            raise ConfigError(source, f"tasks[{i}].name", n, "a task name used once")
+
+
+def _choices(names: set[str], limit: int = 12) -> str:
+    shown = sorted(names)
+    if len(shown) <= limit:
+        return ", ".join(shown)
+    return ", ".join(shown[:limit]) + f", ... {len(shown)} in all; see steer vectors show"
+
+
+def _names_in_vector_file(path: str, source: str) -> set[str]:
+    import json
+
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        raise ConfigError(source, "vectors.file", path, "an existing .safetensors vector file")
+    try:
+        with safe_open(path, framework="pt") as f:
+            return set(json.loads((f.metadata() or {})["names"]))
+    except Exception:
+        raise ConfigError(source, "vectors.file", path,
+                          "a steer vector file (steer vectors export/import writes them)") from None

@@ -1,0 +1,336 @@
+"""One run, top to bottom: plan the cells, execute the missing ones (here or on Ray), write each
+as it finishes, then rebuild every table, figure and report from all of them.
+
+A condition is (vector, layer, scale). Every condition at scale 0 is the unsteered model, so it is
+computed once per (task, item, seed) and reported under each vector at scale 0. Sampling uses
+one RNG stream per (task, item, seed), shared by all conditions (common random numbers): the
+differences between conditions then come from steering, not from sampling luck.
+
+The work is cut into cells (task x condition x seed, plan.py), executed in units by a Worker
+(worker.py) in this process or on a Ray cluster (ray.py). Only the driver writes the run
+directory (rundir.py): each finished cell atomically, so that a rerun of the same command
+computes only what is missing and a killed run loses at most the cells in flight. Results,
+summary, plots and report are then rebuilt from all cells of the plan, in plan order, so that
+they do not depend on how often the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from steer import progress
+from steer.errors import InputError, TooManyFailures
+from steer.sweep.config import ExperimentConfig
+from steer.sweep.plan import CELL_FORMAT, Plan, Unit, make_plan, make_units
+from steer.sweep.rundir import Run, RunDir
+from steer.tasks.base import Condition, Sample
+
+
+def run(cfg: ExperimentConfig, *, run_dir: str | Path | None = None, backend: str = "local",
+        workers: int | None = None, ray_address: str | None = None,
+        max_failures: int | None = None, quiet: bool = False, model=None) -> Run:
+    """Run `cfg`, or finish it: cells already done in its run directory (`<output_dir>/<name>`,
+    or `run_dir`) are reused. Failed cells are recorded and the others go on (`max_failures`
+    stops after that many); the returned Run's status says how it ended. On Ctrl-C or SIGTERM
+    the finished cells are kept and KeyboardInterrupt propagates. `backend="ray"` spreads the
+    cells over a Ray cluster (`ray_address`, or a local one with `workers` actors). `model`: an
+    already-loaded model to use instead of loading `cfg.model`.
+
+    Example:
+        >>> import steer, tempfile
+        >>> cfg = steer.load_config("configs/smoke.yaml",
+        ...                         overrides=[f"output_dir={tempfile.mkdtemp()}", "seeds=[0]"])
+        >>> run = steer.run(cfg, quiet=True)
+        >>> run.status, run.manifest.cells.computed, run.path.name
+        ('complete', 9, 'smoke')
+    """
+    if isinstance(cfg.model.name, list):
+        raise InputError(f"{cfg.source}: model.name lists {len(cfg.model.name)} models; run each "
+                         "of cfg.per_model()")
+    if backend not in ("local", "ray"):
+        raise InputError(f"backend: got {backend!r}, expected local or ray")
+    t0 = time.perf_counter()
+    plan = make_plan(cfg)
+    units = make_units(cfg, plan)
+    rd = run_dir_for(cfg, run_dir)
+    rd.lock()
+    rd.clean_temporaries()
+    rd.write_config(cfg.to_yaml())
+    previous = rd.read_manifest()
+    done = rd.done_keys()
+    pending = [u for u in units if any(c.key not in done for c in u.cells)]
+    counts = {"total": sum(len(u.cells) for u in units),
+              "reused": sum(c.key in done for u in units for c in u.cells),
+              "computed": 0, "failed": 0}
+    if done and not counts["reused"] and previous.get("cell_format", 1) != CELL_FORMAT \
+            and not quiet:
+        progress.console.print(
+            f"note: {rd.path} holds {len(done)} cells of an older steer (cell format "
+            f"{previous.get('cell_format', 1)}, now {CELL_FORMAT}); they are kept but not reused",
+            highlight=False, soft_wrap=True)
+    failures: list[dict] = []
+    base = {"name": cfg.name, "config_source": cfg.source, "backend": backend,
+            "cell_format": CELL_FORMAT, "history": previous.get("history", [])}
+
+    def visit(status: str) -> list[dict]:
+        return base["history"] + [{"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": status,
+                                   **counts}]
+
+    def on_result(unit: Unit, status: str, payload: dict) -> None:
+        # A unit always runs whole (so its batches are those of an uninterrupted run), but
+        # cells already on disk are left as they are.
+        todo = [c for c in unit.cells if c.key not in done]
+        if status == "ok":
+            for cell in todo:
+                rd.write_cell(payload[cell.key])
+            counts["computed"] += len(todo)
+            return
+        for cell in todo:
+            info = {**_cell_label(cell), **payload, "unit_cells": len(unit.cells)}
+            rd.write_failure(cell.key, info)
+            failures.append(info)
+        counts["failed"] = len(failures)
+        if max_failures is not None and len(failures) >= max_failures:
+            raise TooManyFailures(f"stopped after {len(failures)} failed cells "
+                                  f"(--max-failures {max_failures})")
+
+    info = previous.get("worker") if not pending else None
+    stopped_early = False
+    t = time.perf_counter()
+    with _sigterm_interrupts():
+        try:
+            if pending or info is None:
+                info = _execute(cfg, plan, pending, on_result, quiet, model, backend,
+                                ray_address, workers)
+        except TooManyFailures:
+            stopped_early = True
+        except KeyboardInterrupt:
+            rd.write_manifest({**base, "status": "interrupted", "cells": counts,
+                               "history": visit("interrupted")})
+            raise
+        except BaseException as e:
+            rd.write_manifest({**base, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                               "traceback": traceback.format_exc(), "cells": counts,
+                               "history": visit("failed")})
+            raise
+    timings = {"execute": time.perf_counter() - t}
+    if info is None:  # stopped before any worker reported
+        info = previous.get("worker") or {}
+    t = time.perf_counter()
+    stats = aggregate(cfg, plan, units, rd, info)
+    timings["aggregate"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    status = "complete" if not failures and not stopped_early else "incomplete"
+    now_done = rd.done_keys()
+    rows_done = sum(u.rows for u in pending if all(c.key in now_done for c in u.cells))
+    setup = sum(v for k, v in info.get("timings_s", {}).items() if k in ("load_model", "vectors"))
+    rate = (max(timings["execute"] - setup, 0.0) / rows_done if rows_done
+            else previous.get("seconds_per_row"))
+    rd.write_manifest({
+        **base, "status": status, "stopped_early": stopped_early, "worker": info,
+        "model": info.get("model"), "seeds": plan.seeds,
+        "readout_layer": info.get("readout_layer"),
+        "readout_emotions": info.get("readout_emotions"), "vectors": info.get("vectors"),
+        "median_resid_norm": info.get("median_resid_norm"),
+        "batch_size": info.get("batch_size"),
+        "n_conditions": len(plan.conditions), **stats, "cells": counts,
+        "seconds_per_row": rate,
+        "timings_s": {**info.get("timings_s", {}),
+                      **{k: round(v, 2) for k, v in timings.items()}},
+        "history": visit(status),
+    })
+    return Run(rd.path)
+
+
+def run_dir_for(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> RunDir:
+    return RunDir(Path(run_dir)) if run_dir else RunDir.open(cfg.output_dir, cfg.name)
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM stops a run the way Ctrl-C does: finished cells are kept, the rest is not started."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _cell_label(cell) -> dict:
+    c = cell.cond
+    return {"key": cell.key, "task": cell.task, "seed": cell.seed, "vector": c.vector,
+            "layer": c.layer, "scale": c.scale}
+
+
+def _execute(cfg, plan: Plan, pending: list[Unit], on_result, quiet, model, backend,
+             ray_address, workers) -> dict:
+    """Run the pending units on the chosen backend; returns the worker's description."""
+    total = sum(u.rows for u in pending)
+    label = f"{sum(len(u.cells) for u in pending)} cells, rows"
+    if backend == "ray":
+        from steer.sweep.ray import run_ray
+
+        with progress.task(label, total, quiet) as adv:
+            def report(unit, status, payload):
+                on_result(unit, status, payload)
+                adv(unit.rows)
+
+            return run_ray(cfg, pending, report, ray_address, workers, quiet)
+    from steer.sweep.worker import Worker
+
+    worker = Worker(cfg, plan, model, quiet)
+    with progress.task(label, total, quiet) as adv:
+        for unit in pending:
+            on_result(unit, *worker.run_unit_safely(unit))
+            adv(unit.rows)
+    return worker.info()
+
+
+# ---------------------------------------------------------------- after the cells
+
+
+def aggregate(cfg: ExperimentConfig, plan: Plan, units: list[Unit], rd: RunDir, info: dict
+              ) -> dict:
+    """Rebuild samples, results, summary, plots and report from every finished cell of the plan,
+    in plan order."""
+    done = rd.done_keys()
+    rows, records = [], []
+    by_task: dict[str, list[Sample]] = {t.name: [] for t in cfg.tasks}
+    for unit in units:
+        for cell in unit.cells:
+            if cell.key not in done:
+                continue
+            payload = rd.read_cell(cell.key)
+            cond = Condition.from_json(payload["cond"])
+            for d in payload["samples"]:
+                s = Sample.from_json(d, cond)
+                by_task[cell.task].append(s)
+                rows.append({
+                    "task": cell.task, "item": s.item, "prompt": plan.prompts[cell.task][s.item],
+                    "seed": s.seed, "vector": None if cond.is_unsteered else cond.vector,
+                    "layer": None if cond.is_unsteered else cond.layer, "scale": cond.scale,
+                    **s.extra, "metrics": s.metrics})
+                # The unsteered model is reported under every vector and layer at scale 0.
+                targets = ([c for c in plan.conditions if c.is_unsteered] if cond.is_unsteered
+                           else [cond])
+                for c in targets:
+                    for name, value in s.metrics.items():
+                        records.append((cell.task, s.item, c.vector, c.layer, c.scale, s.seed,
+                                        name, value))
+    results = pd.DataFrame.from_records(
+        records, columns=["task", "item", "vector", "layer", "scale", "seed", "metric", "value"])
+    rd.write_samples(rows)
+    rd.write_results(results)
+    stats = {"n_samples": len(rows),
+             "generated_tokens": sum(int(r.get("n_tokens", 0)) for r in rows)}
+    if not results.empty:
+        _present(cfg, plan, rd, results, by_task, info)
+    return stats
+
+
+def _present(cfg, plan, rd: RunDir, results: pd.DataFrame, by_task, info: dict) -> None:
+    """Summary, effects, each task's own tables, the plots and report.md."""
+    from steer.results.plots import dose_response_plots
+    from steer.results.report import report_markdown
+    from steer.results.tables import effects, summarize
+
+    summary = summarize(results)
+    rd.write_summary(summary)
+    plots = [rd.write_plot(name, fig) for name, fig in
+             dose_response_plots(summary, [c.vector for c in plan.conditions])]
+    eff = effects(results) if cfg.steering else pd.DataFrame()
+    if not eff.empty:
+        rd.write_table("effects.csv", eff)
+    emotions = list(cfg.readout.emotions or (info.get("readout_emotions") or [])[:6])
+    lines: list[str] = []
+    for task in cfg.tasks:
+        extra = task.extra(by_task[task.name], results[results.task == task.name], emotions)
+        for name, frame in extra.tables.items():
+            rd.write_table(name, frame)
+        plots += [rd.write_plot(name, fig) for name, fig in extra.plots.items()]
+        lines += extra.report
+    rd.write_report(report_markdown(cfg, summary, plots, eff, lines))
+
+
+# ---------------------------------------------------------------- before the cells
+
+
+@dataclass
+class Work:
+    """What a run would do (`steer run --dry-run`, from `steer.plan_work`): cells in all, how
+    many are done, and the work left.
+
+    Example:
+        >>> import steer
+        >>> w = steer.plan_work(steer.load_config("configs/smoke.yaml", ["seeds=[0]"]))
+        >>> w.samples, w.pending_rows, w.by_task
+        (27, 27, {'stress': 9})
+    """
+
+    run_dir: str
+    conditions: int
+    computations: int
+    seeds: int
+    items: int
+    samples: int
+    cells: int
+    done: int
+    failed_before: int
+    pending_cells: int
+    pending_units: int
+    pending_rows: int
+    generated_rows: int
+    max_new_tokens_total: int
+    by_task: dict[str, int]
+    estimated_s: float | None = None  # at the last run's pace, when there was one
+
+
+def plan_work(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> Work:
+    """The plan of `cfg` against its run directory, without loading anything or writing.
+
+    Example:
+        >>> import steer
+        >>> w = steer.plan_work(steer.load_config("configs/smoke.yaml"))
+        >>> w.conditions, w.computations, w.cells
+        (12, 9, 18)
+    """
+    plan = make_plan(cfg)
+    units = make_units(cfg, plan)
+    rd = run_dir_for(cfg, run_dir)
+    done, failed = rd.done_keys(), rd.failure_keys()
+    cells = [c for u in units for c in u.cells]
+    todo = [u for u in units if any(c.key not in done for c in u.cells)]
+    g = cfg.generation
+    gens = tokens = 0
+    for u in todo:
+        per_row, new_tokens = cfg.task(u.task).decode_work(g.max_new_tokens)
+        gens += u.rows * per_row
+        tokens += u.rows * per_row * new_tokens
+    rate = rd.read_manifest().get("seconds_per_row")
+    pending_rows = sum(u.rows for u in todo)
+    return Work(
+        run_dir=str(rd.path), conditions=len(plan.conditions),
+        computations=len(plan.unique_conditions), seeds=len(plan.seeds),
+        items=sum(len(p) for p in plan.prompts.values()), samples=plan.n_samples,
+        cells=len(cells), done=sum(c.key in done for c in cells),
+        failed_before=sum(c.key in failed and c.key not in done for c in cells),
+        pending_cells=sum(c.key not in done for c in cells), pending_units=len(todo),
+        pending_rows=pending_rows, generated_rows=gens, max_new_tokens_total=tokens,
+        by_task={t.name: sum(c.key not in done for c in cells if c.task == t.name)
+                 for t in cfg.tasks},
+        estimated_s=round(rate * pending_rows, 1) if rate else None)

@@ -1,0 +1,61 @@
+"""`generate`: the model replies to each prompt under each condition, and the unsteered model
+re-reads every reply.
+
+Metrics per reply (those named in the config's `metrics`): `readout.<emotion>` (the mean
+projection of the re-read reply's residual activations at the read-out layer on each unit
+vector, in units of the median norm), `sentiment` (VADER compound), `perplexity` of the reply
+given the prompt, and `repetition` (share of repeated token 3-grams).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from steer.tasks.base import Condition, Context, Sample, row_seed
+from steer.tasks.items import PromptTask
+
+
+class GenerateSpec(PromptTask):
+    """Free replies to prompts, scored."""
+
+    type: Literal["generate"] = "generate"
+
+    def decode_work(self, max_new_tokens: int) -> tuple[int, int]:
+        return 1, max_new_tokens
+
+    def run(self, ctx: Context, conditions: list[Condition], seed: int) -> list[Sample]:
+        from steer.lm.decode import GenRow, generate_rows
+        from steer.lm.read import score
+        from steer.tasks.metrics import repetition, sentiment
+
+        model = ctx.model
+        keys, rows = [], []
+        for item, prompt in enumerate(self.items()):
+            text = model.format_prompt(prompt, ctx.system_prompt)
+            for cond in conditions:
+                keys.append((item, cond))
+                rows.append(GenRow(text, ctx.interventions(cond, seed),
+                                   row_seed(self.name, item, seed)))
+        gens = generate_rows(model, rows, ctx.vectors,
+                             dataclasses.replace(ctx.sampling, stop_ids=[]), ctx.batch_size)
+        scores = [None] * len(gens)
+        if {"readout", "perplexity"} & set(ctx.metrics):
+            scores = score(model, [(x.prompt_ids, x.ids) for x in gens], ctx.vectors,
+                           ctx.readout_layer,
+                           ctx.emotions if "readout" in ctx.metrics else (), ctx.batch_size)
+        out = []
+        for (item, cond), gen, sc in zip(keys, gens, scores):
+            metrics: dict[str, float] = {}
+            if "readout" in ctx.metrics and sc is not None:
+                metrics.update({f"readout.{e}": v for e, v in sc.readout.items()})
+            if "sentiment" in ctx.metrics:
+                metrics["sentiment"] = sentiment(gen.text)
+            if "perplexity" in ctx.metrics and sc is not None:
+                metrics["perplexity"] = sc.perplexity
+            if "repetition" in ctx.metrics:
+                metrics["repetition"] = repetition(gen.ids)
+            out.append(Sample(item, seed, cond, metrics,
+                              {"text": gen.text, "n_tokens": len(gen.ids),
+                               "stopped": gen.stopped}))
+        return out
