@@ -169,7 +169,7 @@ class ExperimentConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-# ---------------------------------------------------------------- the schema of today's tasks
+# ---------------------------------------------------------------- the tasks union, per registry
 
 
 def _task_type(v: Any) -> str | None:
