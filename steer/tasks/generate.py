@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from steer.tasks.base import Condition, Context, Sample, row_seed
+from steer.tasks.base import Condition, Context, Sample
 from steer.tasks.items import PromptTask
 
 
@@ -25,18 +25,12 @@ class GenerateSpec(PromptTask):
         return 1, max_new_tokens
 
     def run(self, ctx: Context, conditions: list[Condition], seed: int) -> list[Sample]:
-        from steer.lm.decode import GenRow, generate_rows
+        from steer.lm.decode import generate_rows
         from steer.lm.read import score
         from steer.tasks.metrics import repetition, sentiment
 
         model = ctx.model
-        keys, rows = [], []
-        for item, prompt in enumerate(self.items()):
-            text = model.format_prompt(prompt, ctx.system_prompt)
-            for cond in conditions:
-                keys.append((item, cond))
-                rows.append(GenRow(text, ctx.interventions(cond, seed),
-                                   row_seed(self.name, item, seed)))
+        keys, rows = self.rows(ctx, conditions, seed)
         gens = generate_rows(model, rows, ctx.vectors,
                              dataclasses.replace(ctx.sampling, stop_ids=[]), ctx.batch_size)
         scores = [None] * len(gens)

@@ -20,7 +20,7 @@ from pydantic import Field
 from steer.data import data_path
 from steer.errors import TaskConfigError, TaskDataError
 from steer.io import read_jsonl, read_text
-from steer.tasks.base import TaskSpec
+from steer.tasks.base import Condition, Context, TaskSpec, row_seed
 
 CHOICE_SUITES = ("reward_hacking", "blackmail", "sycophancy", "honesty_under_pressure")
 ACTIVITIES = "activities"
@@ -209,6 +209,22 @@ class PromptTask(TaskSpec):
                 prompts += [x.strip() for x in text.splitlines() if x.strip()]
             self._items = prompts
         return self._items
+
+
+    def rows(self, ctx: Context, conditions: list[Condition], seed: int
+             ) -> tuple[list[tuple[int, Condition]], list]:
+        """Every prompt (chat template applied) under every condition: the (item, condition)
+        of each row, and the rows, each with the sampling seed of its (task, item, seed)."""
+        from steer.lm.decode import GenRow
+
+        keys, rows = [], []
+        for item, prompt in enumerate(self.items()):
+            text = ctx.model.format_prompt(prompt, ctx.system_prompt)
+            for cond in conditions:
+                keys.append((item, cond))
+                rows.append(GenRow(text, ctx.interventions(cond, seed),
+                                   row_seed(self.name, item, seed)))
+        return keys, rows
 
 
 class SuiteTask(TaskSpec):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from steer.tasks.base import Condition, Context, Extra, Sample, row_seed
+from steer.tasks.base import Condition, Context, Extra, Sample
 from steer.tasks.items import PromptTask
 
 
@@ -17,18 +17,12 @@ class ReadoutSpec(PromptTask):
     deterministic: ClassVar[bool] = True
 
     def run(self, ctx: Context, conditions: list[Condition], seed: int) -> list[Sample]:
-        from steer.lm.decode import GenRow
         from steer.lm.read import readout_prompts
 
         model = ctx.model
-        keys, rows, skip = [], [], []
-        for item, prompt in enumerate(self.items()):
-            text = model.format_prompt(prompt, ctx.system_prompt)
-            for cond in conditions:
-                keys.append((item, cond))
-                rows.append(GenRow(text, ctx.interventions(cond, seed),
-                                   row_seed(self.name, item, seed)))
-                skip.append(model.user_offset(prompt, ctx.system_prompt))
+        keys, rows = self.rows(ctx, conditions, seed)
+        prompts = self.items()
+        skip = [model.user_offset(prompts[item], ctx.system_prompt) for item, _ in keys]
         reads = readout_prompts(model, rows, skip, ctx.vectors, ctx.readout_layer, ctx.emotions,
                                 ctx.batch_size)
         values = self.values if self.values else None
