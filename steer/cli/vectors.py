@@ -125,12 +125,10 @@ def export(out: Annotated[Path, typer.Argument(help="A .safetensors or .gguf fil
 
     Example: steer vectors export desperate.gguf --vector "desperate - calm" --layers 10-20
     """
-    from steer.errors import VectorError
     from steer.progress import console
-    from steer.vectors.export import export_vectors
+    from steer.vectors.export import check_export, export_vectors
 
-    if out.suffix not in (".safetensors", ".gguf"):  # before loading anything
-        raise VectorError(f"{out}: the file name must end in .safetensors or .gguf")
+    check_export(out, vector)  # before loading anything
     m = load_model(model, device, dtype)
     export_vectors(m, load_vectors(m, corpus, neutral, token_offset, denoise), out, vector,
                    layers)

@@ -65,34 +65,29 @@ def _label(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.figure.tight_layout()
 
 
-def value_plots(results: pd.DataFrame, values: dict[str, list], emotions: list[str]
-                ) -> list[tuple[str, Figure]]:
-    """Read-out against the swept value (one line per emotion), unsteered condition; one figure
-    per task, named `<task>__readout_by_value.png`."""
-    plt = _pyplot()
-    paths = []
-    for task, vals in values.items():
-        sub = results[(results.task == task) & (results.scale == 0)]
-        if sub.empty:
+def value_plot(results: pd.DataFrame, task: str, vals: list, emotions: list[str]
+               ) -> Figure | None:
+    """Read-out against the swept value `vals` (one line per emotion), unsteered condition;
+    None when the task has no unsteered rows."""
+    sub = results[(results.task == task) & (results.scale == 0)]
+    if sub.empty:
+        return None
+    sub = sub[sub.vector == sub.vector.iloc[0]]
+    fig, ax = _pyplot().subplots(figsize=(6.5, 4), dpi=110)
+    numeric = all(isinstance(v, (int, float)) for v in vals)
+    for e in emotions:
+        g = sub[sub.metric == f"readout.{e}"].groupby("item")["value"].mean()
+        if g.empty:
             continue
-        first = sub.vector.iloc[0]
-        sub = sub[sub.vector == first]
-        fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
-        numeric = all(isinstance(v, (int, float)) for v in vals)
-        for e in emotions:
-            g = sub[sub.metric == f"readout.{e}"].groupby("item")["value"].mean()
-            if g.empty:
-                continue
-            x = [vals[i] for i in g.index] if numeric else list(g.index)
-            ax.plot(x, g.to_numpy(), marker="o", label=e)
-        if numeric and min(vals) > 0 and max(vals) / min(vals) > 20:
-            ax.set_xscale("log")
-        if not numeric:
-            ax.set_xticks(range(len(vals)), [str(v) for v in vals], rotation=30)
-        _label(ax, "value", "read-out (fraction of median norm)",
-               f"{task}: emotion read-outs against the value")
-        paths.append((f"{task}__readout_by_value.png", fig))
-    return paths
+        x = [vals[i] for i in g.index] if numeric else list(g.index)
+        ax.plot(x, g.to_numpy(), marker="o", label=e)
+    if numeric and min(vals) > 0 and max(vals) / min(vals) > 20:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(range(len(vals)), [str(v) for v in vals], rotation=30)
+    _label(ax, "value", "read-out (fraction of median norm)",
+           f"{task}: emotion read-outs against the value")
+    return fig
 
 
 def trace_heatmap(trace: pd.DataFrame, title: str) -> Figure:

@@ -23,9 +23,7 @@ class _Actor:
 
         if threads > 0:
             torch.set_num_threads(threads)
-        cfg = config_model().model_validate(cfg_json)  # paths already absolute
-        for task in cfg.tasks:
-            task.check()
+        cfg = config_model().model_validate(cfg_json)  # checked by the driver; paths absolute
         self.worker = Worker(cfg, make_plan(cfg), quiet=True)
 
     def info(self) -> dict:

@@ -140,37 +140,33 @@ class PreferenceSpec(SuiteTask):
         """elo_<task>.csv (every activity's Elo per condition) and elo_readout_<task>.csv
         (Pearson r of the unsteered Elo with each emotion's read-out over the activity
         texts), and a report section."""
-        return elo_tables(self.name, samples)
+        import pandas as pd
 
-
-def elo_tables(task_name: str, samples: list[Sample]) -> Extra:
-    import pandas as pd
-
-    rows = []
-    for o in samples:
-        c = o.cond
-        rows.append(dict(task=task_name, item=o.item, activity=o.extra["activity"],
-                         group=o.extra["group"], vector=c.vector, layer=c.layer, scale=c.scale,
-                         elo=o.extra["elo"]))
-    elo = pd.DataFrame(rows)
-    out = Extra(tables={f"elo_{task_name}.csv": elo})
-    base = [o for o in samples if o.cond.is_unsteered]
-    lines = []
-    if base:
-        ratings = np.array([o.extra["elo"] for o in base])
-        reads = pd.DataFrame([o.extra["readout"] for o in base])
-        corr = [(e, float(np.corrcoef(ratings, reads[e])[0, 1])) for e in reads.columns
-                if reads[e].std() > 0]
-        table = pd.DataFrame(corr, columns=["emotion", "r_elo"]).sort_values(
-            "r_elo", ascending=False)
-        out.tables[f"elo_readout_{task_name}.csv"] = table
-        groups = elo[elo.vector == UNSTEERED.vector].groupby("group")["elo"].mean().round(1)
-        lines += ["", f"## Preferences ({task_name})", "",
-                  f"Unsteered mean Elo per group: {groups.to_dict()}.",
-                  "Emotions whose read-out over an activity's text best tracks its unsteered "
-                  "Elo (Pearson r over activities; full table in "
-                  f"`elo_readout_{task_name}.csv`):", "", "```",
-                  table.head(8).round(3).to_string(index=False), "...",
-                  table.tail(5).round(3).to_string(index=False, header=False), "```"]
-    out.report = lines
-    return out
+        rows = []
+        for o in samples:
+            c = o.cond
+            rows.append(dict(task=self.name, item=o.item, activity=o.extra["activity"],
+                             group=o.extra["group"], vector=c.vector, layer=c.layer, scale=c.scale,
+                             elo=o.extra["elo"]))
+        elo = pd.DataFrame(rows)
+        out = Extra(tables={f"elo_{self.name}.csv": elo})
+        base = [o for o in samples if o.cond.is_unsteered]
+        lines = []
+        if base:
+            ratings = np.array([o.extra["elo"] for o in base])
+            reads = pd.DataFrame([o.extra["readout"] for o in base])
+            corr = [(e, float(np.corrcoef(ratings, reads[e])[0, 1])) for e in reads.columns
+                    if reads[e].std() > 0]
+            table = pd.DataFrame(corr, columns=["emotion", "r_elo"]).sort_values(
+                "r_elo", ascending=False)
+            out.tables[f"elo_readout_{self.name}.csv"] = table
+            groups = elo[elo.vector == UNSTEERED.vector].groupby("group")["elo"].mean().round(1)
+            lines += ["", f"## Preferences ({self.name})", "",
+                      f"Unsteered mean Elo per group: {groups.to_dict()}.",
+                      "Emotions whose read-out over an activity's text best tracks its unsteered "
+                      "Elo (Pearson r over activities; full table in "
+                      f"`elo_readout_{self.name}.csv`):", "", "```",
+                      table.head(8).round(3).to_string(index=False), "...",
+                      table.tail(5).round(3).to_string(index=False, header=False), "```"]
+        out.report = lines
+        return out

@@ -35,31 +35,30 @@ class ReadoutSpec(PromptTask):
         a plot of the unsteered read-outs against it."""
         if not self.values:
             return Extra()
-        from steer.results.plots import value_plots
+        from steer.results.plots import value_plot
 
-        trend = value_trends(results, {self.name: self.values})
+        trend = value_trends(results, self.name, self.values)
         lines = []
         if not trend.empty:
             lines = ["", "## Read-outs against the swept value (Spearman rho)", "",
                      "```", trend.to_string(index=False), "```"]
+        fig = value_plot(results, self.name, self.values, emotions)
         return Extra(report=lines,
-                     plots=dict(value_plots(results, {self.name: self.values}, emotions)))
+                     plots={} if fig is None else {f"{self.name}__readout_by_value.png": fig})
 
 
-def value_trends(results, values: dict[str, list]):
-    """For read-out tasks swept over `values`: Spearman rho of each read-out against the value,
-    per task and condition."""
+def value_trends(results, task: str, vals: list):
+    """Spearman rho of each read-out of `task` against the swept value, per condition."""
     import pandas as pd
 
     from steer.results.stats import spearman
 
+    sub = results[(results.task == task) & results.metric.str.startswith("readout.")]
     rows = []
-    for task, vals in values.items():
-        sub = results[(results.task == task) & results.metric.str.startswith("readout.")]
-        for (vec, layer, scale, metric), g in sub.groupby(["vector", "layer", "scale", "metric"]):
-            per_item = g.groupby("item")["value"].mean()
-            x = [vals[i] for i in per_item.index]
-            rows.append(dict(task=task, vector=vec, layer=layer, scale=scale, metric=metric,
-                             rho=spearman(x, per_item.to_numpy()),
-                             at_lowest=per_item.iloc[0], at_highest=per_item.iloc[-1]))
+    for (vec, layer, scale, metric), g in sub.groupby(["vector", "layer", "scale", "metric"]):
+        per_item = g.groupby("item")["value"].mean()
+        x = [vals[i] for i in per_item.index]
+        rows.append(dict(task=task, vector=vec, layer=layer, scale=scale, metric=metric,
+                         rho=spearman(x, per_item.to_numpy()),
+                         at_lowest=per_item.iloc[0], at_highest=per_item.iloc[-1]))
     return pd.DataFrame(rows)

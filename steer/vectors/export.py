@@ -144,17 +144,24 @@ def parse_layers(text: str, n_layers: int) -> list[int]:
     return sorted(set(out))
 
 
+def check_export(out: str | Path, vector: str | None) -> Path:
+    """The export target, refused unless it is a .safetensors file, or a .gguf file with a
+    direction to export (checked before any model is loaded)."""
+    out = Path(out)
+    if out.suffix not in (".safetensors", ".gguf"):
+        raise VectorError(f"{out}: the file name must end in .safetensors or .gguf")
+    if out.suffix == ".gguf" and not vector:
+        raise VectorError("exporting a .gguf control vector needs --vector EXPRESSION")
+    return out
+
+
 def export_vectors(model, ev: EmotionVectors, out: str | Path, vector: str | None = None,
                    layers: str | None = None) -> Path:
     """All vectors as a steer .safetensors file, or one direction (`vector`, an expression) as
     a llama.cpp control vector (.gguf) at `layers` (e.g. `10-20`; default 1 to the last)."""
-    out = Path(out)
-    if out.suffix not in (".safetensors", ".gguf"):
-        raise VectorError(f"{out}: the file name must end in .safetensors or .gguf")
+    out = check_export(out, vector)
     if out.suffix == ".safetensors":
         return export_safetensors(ev, out)
-    if not vector:
-        raise VectorError("exporting a .gguf control vector needs --vector EXPRESSION")
     chosen = parse_layers(layers, model.n_layers) if layers else None
     arch = getattr(model.bridge.cfg, "architecture", None) or "llama"
     hint = arch.lower().replace("forcausallm", "").replace("bridge", "") or "llama"
