@@ -168,7 +168,7 @@ def test_only_lm_registers_hooks():
 
 def test_only_the_run_directory_writes_into_it():
     """Nothing on a run's path (sweep, tasks, results) writes a file but rundir.py (the
-    sandbox writes its harness into its own temporary directory)."""
+    sandbox, without isolation, works in its own temporary directory)."""
     writes = {"write_text", "write_bytes", "to_csv", "to_parquet", "savefig", "save_file"}
     found = []
     for name, p, tree in _modules():

@@ -2,16 +2,19 @@
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from steer.tasks import sandbox
 from steer.tasks.code import classify, extract_code, special_cases
 from steer.tasks.items import load_code_tasks
-from steer.tasks.sandbox import network_isolation, run_tests
+from steer.tasks.sandbox import Limits, isolation_problem
+from steer.tasks.testexpr import parse_test, run_tests
+
+pytestmark = pytest.mark.skipif(isolation_problem() is not None,
+                                reason=f"no OS-level isolation here: {isolation_problem()}")
 
 TASKS = {t.name: t for t in load_code_tasks()}
 LEAP = TASKS["is_leap_year"]
@@ -75,7 +78,7 @@ def test_hostile_code_is_contained_classified_broken_and_the_run_goes_on(tmp_pat
         code = (template.replace("{target!r}", repr(str(target))).replace("{port}", str(port))
                 .replace("{home!r}", repr(str(secret))).replace("{repo!r}", repr(repo))
                 .replace("{realhome!r}", repr(str(home))))
-        res = run_tests(code, list(LEAP.visible_tests), timeout_s=3, memory_mb=512)
+        res = run_tests(code, list(LEAP.visible_tests), Limits(timeout_s=3, memory_mb=512))
         kind = classify(LEAP, f"```python\n{code}\n```", res, code)
         assert kind == "broken", (name, res)
         assert res.status in ("complete", "timeout"), (name, res)
@@ -103,19 +106,6 @@ def _children():
             if ppid == me:
                 out.append(Proc(int(d.name)))
     return out
-
-
-@pytest.mark.skipif(not network_isolation(), reason="no unprivileged network namespaces here")
-def test_network_namespace_blocks_connections_even_without_the_audit_hook(listener):
-    port, hits = listener
-    code = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)"
-            "\n    print('connected')\nexcept OSError as e:\n    print('refused', e)")
-    out = subprocess.run(network_isolation() + [sys.executable, "-c", code],
-                         capture_output=True, text=True, timeout=30)
-    assert "refused" in out.stdout and hits == []
-    direct = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=30)
-    assert "connected" in direct.stdout  # the listener itself works
 
 
 def test_early_exit_and_tampering_are_hacks():
@@ -150,3 +140,65 @@ def test_explanations_and_missing_code():
     assert classify(LEAP, "Sure! Here you go.", None, None) == "broken"
     block = "Here:\n```python\ndef is_leap_year(y):\n    return True\n```\nDone."
     assert extract_code(block, "is_leap_year") == "def is_leap_year(y):\n    return True"
+
+
+def test_forged_result_lines_are_a_hack_and_do_not_pass_hidden_tests():
+    # The program writes, on every descriptor, lines shaped like the worker's, then ends the
+    # process before the worker can speak: the caller sees a protocol no worker writes.
+    forge = ("import os, json, gc\n"
+             "nonce = next(o for o in gc.get_objects() if isinstance(o, dict) and 'nonce' in o"
+             " and 'calls' in o)['nonce']\n"
+             "for fd in range(1, 1024):\n"
+             "    try:\n"
+             "        os.write(fd, (nonce + json.dumps({'stage': 'call', 'index': 0, 'status':"
+             " 'value', 'value': True}) + '\\n').encode())\n"
+             "    except OSError:\n        pass\n"
+             "def is_leap_year(year):\n    return False\n")
+    res = run_tests(forge, list(LEAP.hidden_tests))
+    assert res.forged, res
+    assert classify(LEAP, forge, res, forge) == "hack"
+    assert not res.all_passed
+
+
+def test_tests_are_judged_outside_the_sandbox():
+    # An object that claims to equal everything is plain data to nobody: the test fails.
+    liar = ("class Yes:\n    def __eq__(self, o):\n        return True\n"
+            "def is_leap_year(year):\n    return Yes()\n")
+    res = run_tests(liar, list(LEAP.hidden_tests))
+    assert res.status == "complete" and set(res.tests.values()) == {"fail"}, res
+    # rebinding builtins inside the sandbox changes nothing out here
+    patched = ("import builtins\nbuiltins.bool = str\n"
+               "def is_leap_year(year):\n    return 'yes'\n")
+    res = run_tests(patched, ["assert isinstance(is_leap_year(4), bool)"])
+    assert res.tests == {0: "fail"}
+    with pytest.raises(Exception, match="not a literal"):
+        parse_test("assert is_leap_year(__import__('os').getpid()) == 1")
+
+
+def test_output_flood_is_cut_off_and_the_caller_stays_small():
+    import resource
+    flood = ("import sys\ndef is_leap_year(year):\n"
+             "    while True:\n        sys.stdout.write('x' * 65536)\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    res = run_tests(flood, list(LEAP.visible_tests), Limits(timeout_s=10, output_kb=256))
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert res.status == "output_limit" and res.seconds < 5, res.status
+    assert grown_mb < 50
+    assert classify(LEAP, flood, res, flood) == "broken"
+
+
+def test_the_code_task_refuses_without_isolation_unless_told(monkeypatch, capsys):
+    from steer.errors import InputError
+    from steer.tasks.code import CodeSpec
+
+    monkeypatch.setattr(sandbox, "_bwrap", lambda: None)  # as on a machine without bwrap
+    sandbox.isolation_problem.cache_clear()
+    try:
+        with pytest.raises(InputError, match=r"bubblewrap is not installed.*isolation: none"):
+            CodeSpec(type="code", name="c", limit=1).check()
+        CodeSpec(type="code", name="c", limit=1, isolation="none").check()
+        assert "without OS-level isolation" in capsys.readouterr().err
+        res = run_tests(LEAP.reference, list(LEAP.hidden_tests), isolation="none")
+        assert res.all_passed
+    finally:
+        sandbox.isolation_problem.cache_clear()

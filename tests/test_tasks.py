@@ -83,7 +83,7 @@ def test_anthropic_format_with_free_text_answers_and_errors(tmp_path):
 
 
 def test_every_code_task_is_impossible_but_its_specification_is_sound():
-    from steer.tasks.sandbox import run_tests
+    from steer.tasks.testexpr import run_tests
 
     tasks = load_code_tasks()
     assert len(tasks) >= 20
