@@ -123,6 +123,9 @@ def _seccomp_filter() -> bytes | None:
         # glibc's threads fall back to clone() when clone3 is missing; clone() is allowed only
         # for threads (CLONE_THREAD set).
         f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+        for name in ("shmget", "memfd_create", "io_uring_setup"):
+            f.add_rule(sc.ERRNO(errno.EPERM), name)
+        f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, 40))  # AF_VSOCK
         f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, 0x00010000, 0))
         with tempfile.TemporaryFile() as t:
             f.export_bpf(t)
@@ -158,7 +161,7 @@ def _ro_binds() -> list[str]:
             args += ["--ro-bind", p, p]
         for sub in ("site-packages", "dist-packages"):
             if os.path.isdir(os.path.join(p, sub)):
-                args += ["--tmpfs", os.path.join(p, sub)]
+                args += ["--tmpfs", os.path.join(p, sub), "--remount-ro", os.path.join(p, sub)]
     return args
 
 
@@ -166,7 +169,8 @@ def _command(limits: Limits, seccomp_fd: int | None) -> list[str]:
     cmd = [_bwrap(), "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
            "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "ALL",
            *_ro_binds(), "--proc", "/proc", "--dev", "/dev",
-           "--size", str(limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp", "--chdir", "/tmp",
+           "--size", str(limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp",
+           "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp",
            "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp",
            "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0"]
     if seccomp_fd is not None:
@@ -346,7 +350,7 @@ def _parse(proto: bytes, nonce: str, n_calls: int) -> CallResult:
         try:
             ev = json.loads(line[len(nonce):])
             stage = ev["stage"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (ValueError, RecursionError, KeyError, TypeError):
             res.forged.append("a malformed line")
             continue
         if stage == "load" and res.load is None and ev.get("status") in ("ok", "error", "exit"):
