@@ -98,3 +98,18 @@ class RunLocked(SteerError):
 
 class TooManyFailures(SteerError):
     """A run stopped after `max_failures` failed cells."""
+
+
+class CacheError(SteerError):
+    """A cache entry that cannot be used (truncated, empty, incomplete, lying). Readers of the
+    cache catch it, print a one-line notice and rebuild the entry; users rarely see it."""
+
+
+class WriteError(SteerError):
+    """The run directory could not be written (a read-only or full disk, no permission): the
+    message is `cannot write to <path>: <reason>`."""
+
+
+class RunDirError(InputError):
+    """A run directory that cannot be used: outside `output_dir`, an existing folder that is not
+    a run directory, or one that cannot be created (read-only, no permission)."""

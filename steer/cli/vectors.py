@@ -23,10 +23,32 @@ DenoiseOpt = Annotated[float, typer.Option(
 EMBEDDED = "smollm2-135m-instruct"
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def check_model_options(model: str, device: str, dtype: str) -> None:
+    """Refuse a model that cannot be found, or an unknown device or dtype, as bad input (exit
+    2) in a second or two, before anything loads: the checks a config's `model` gets."""
+    from steer.errors import ConfigError, InputError
+    from steer.sweep.checks import check_model_name
+
+    for flag, value, allowed in (("--device", device, DEVICES), ("--dtype", dtype, DTYPES)):
+        if value not in allowed:
+            raise InputError(f"{flag}: got {value!r}, expected one of {', '.join(allowed)}")
+    p = Path(model).expanduser()
+    local = model.endswith(".gguf") or model.startswith(("/", "./", "../", "~")) or p.exists()
+    try:
+        check_model_name(str(p.absolute()) if local else model, "--model")
+    except ConfigError as e:
+        raise InputError(f"--model: got {model!r}, expected {e.expected}") from None
+
+
 def load_model(model: str, device: str, dtype: str):
-    """The model, with a spinner while it loads."""
+    """The model, checked first (check_model_options), with a spinner while it loads."""
     from steer.progress import console
 
+    check_model_options(model, device, dtype)
     with console.status(f"loading {model}", spinner="dots"):
         return steer.load_model(model, device, dtype)
 
@@ -125,10 +147,12 @@ def export(out: Annotated[Path, typer.Argument(help="A .safetensors or .gguf fil
 
     Example: steer vectors export desperate.gguf --vector "desperate - calm" --layers 10-20
     """
+    from steer.io import check_writable
     from steer.progress import console
     from steer.vectors.export import check_export, export_vectors
 
     check_export(out, vector)  # before loading anything
+    check_writable(out, "OUT")
     m = load_model(model, device, dtype)
     export_vectors(m, load_vectors(m, corpus, neutral, token_offset, denoise), out, vector,
                    layers)
@@ -145,9 +169,11 @@ def import_(source: Annotated[Path, typer.Argument(help="A .safetensors or .gguf
 
     Example: steer vectors import desperate.gguf --out dc.safetensors
     """
+    from steer.io import check_writable
     from steer.progress import console
     from steer.vectors.export import export_safetensors, import_vectors
 
+    check_writable(out, "--out", (".safetensors",))
     ev = import_vectors(source, name)
     export_safetensors(ev, out)
     console.print(f"{len(ev.names)} vector(s) x {ev.vectors.shape[1]} layers -> {out}",
@@ -167,10 +193,12 @@ def inspect(model: ModelOpt = EMBEDDED, corpus: CorpusOpt = "builtin",
 
     Example: steer vectors inspect --out runs/inspect
     """
+    from steer.io import check_writable
     from steer.progress import console
     from steer.vectors.corpus import load_corpus
     from steer.vectors.inspect import inspect_vectors
 
+    check_writable(out, "--out", folder=True)
     m = load_model(model, device, dtype)
     ev = load_vectors(m, corpus, neutral, token_offset, denoise)
     rep = inspect_vectors(m, ev, load_corpus(corpus, neutral), token_offset, denoise,

@@ -57,6 +57,26 @@ def parse_expression(expr: str) -> list[tuple[float, str]]:
     return terms
 
 
+def combine_terms(terms: list[tuple[float, str]], key=str.strip) -> list[tuple[float, str]]:
+    """Terms that name the same vector (after `key`, e.g. the catalog's canonical name) added
+    together, and those whose coefficients cancel dropped: an empty list means the expression
+    is zero whatever the vectors are.
+
+    Example:
+        >>> combine_terms(parse_expression("2*calm - calm - calm"))
+        []
+        >>> combine_terms(parse_expression("desperate - 0.5*calm + 0.5*calm - calm"))
+        [(1.0, 'desperate'), (-1.0, 'calm')]
+    """
+    total: dict[str, float] = {}
+    for coef, name in terms:
+        k = key(name)
+        total[k] = total.get(k, 0.0) + coef
+    scale = max((abs(c) for c, _ in terms), default=0.0)
+    # 0.1 + 0.2 - 0.3 is 5.6e-17, not 0: cancellation is judged relative to the terms' size
+    return [(c, k) for k, c in total.items() if abs(c) > 1e-9 * scale]
+
+
 def format_expression(terms: list[tuple[float, str]]) -> str:
     """The expression text of (coefficient, name) terms; `parse_expression` reads it back.
 
@@ -130,15 +150,26 @@ class Direction:
         return self * (1.0 / k)
 
     def unit(self, layer: int) -> torch.Tensor:
-        """The unit-length float32 direction at `layer`."""
-        units = [(coef, src.get(name, layer).float()) for coef, name, src in self.terms]
-        units = [(coef, v / v.norm()) for coef, v in units]
+        """The unit-length float32 direction at `layer`; SteeringError if a term's vector is
+        zero or not finite there, or if the terms (nearly) cancel."""
+        import torch
+
+        units = []
+        for coef, name, src in self.terms:
+            v = src.get(name, layer).float()
+            n = v.norm()
+            if not torch.isfinite(n) or float(n) == 0.0:
+                raise SteeringError(f"vector {name!r} is {'zero' if n == 0 else 'not finite'} "
+                                    f"at layer {layer}: choose another layer or vector")
+            units.append((coef, v / n))
         if len(units) == 1 and units[0][0] != 0:
             return units[0][1] * (1.0 if units[0][0] > 0 else -1.0)
         total = sum(coef * v for coef, v in units)
-        n = total.norm()
-        if n == 0:
-            raise SteeringError(f"vector expression {self.name!r} sums to zero")
+        n = float(total.norm())
+        # float32 leaves ~1e-7 of a cancelled sum: anything that small is no direction at all
+        if not n > 1e-4 * sum(abs(c) for c, _ in units):
+            raise SteeringError(f"vector expression {self.name!r} sums to (nearly) zero at "
+                                f"layer {layer}: its terms cancel out")
         return total / n
 
 
@@ -169,6 +200,21 @@ def unit_direction(vector: str | Direction, vectors, layer: int, d_model: int) -
     if vectors is None:
         raise SteeringError(f"vector {terms[0][1]!r} needs emotion vectors, and none are loaded")
     return Direction([(c, n, vectors) for c, n in terms]).unit(layer)
+
+
+def check_directions(expressions, vectors, layers, d_model: int) -> None:
+    """Build every direction of a run once, before any cell: a SteeringError (bad input, exit
+    2) names the expression and layer whose direction is zero, instead of every cell failing.
+
+    Example:
+        >>> import steer
+        >>> m = steer.load_model("tiny-random")
+        >>> ev = steer.emotion_vectors(m, quiet=True)
+        >>> check_directions(["desperate", "calm - desperate"], ev, [1, 2], m.d_model)
+    """
+    for expr in expressions:
+        for layer in layers:
+            unit_direction(expr, vectors, layer, d_model)
 
 
 def label(vector: str | Direction) -> str:

@@ -15,17 +15,19 @@ Sources, by `model.name`:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from steer.errors import ModelLoadError
-from steer.io import atomic_dir, cache_dir
+from steer.errors import CacheError, ModelLoadError
+from steer.io import atomic_dir, cache_dir, cache_notice, discard_cache
 from steer.lm.model import SteerModel
 
 if TYPE_CHECKING:  # torch is imported where used: `steer validate` must start fast
@@ -46,6 +48,11 @@ TINY_SHAPE = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
     num_key_value_heads=2, max_position_embeddings=1024,
 )
+# What a cached folder must hold to be loaded, and the file listing every file's size as written
+# (so that a truncated or emptied file is caught before transformers trips over it).
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+MANIFEST = "steer-files.json"
 # Layer counts of the built-in models, so configs can be validated without loading weights.
 _KNOWN_LAYERS = {EMBEDDED: 30, TINY: TINY_SHAPE["num_hidden_layers"], GEMMA: 18}
 
@@ -100,13 +107,56 @@ def known_layer_count(name: str) -> int | None:
                 if key.endswith(".block_count"):
                     return int(fld.parts[fld.data[0]][0])
             return None
+        # Neither a folder, nor in the local HF cache, nor found by one short request to the
+        # hub: no transformers import (seconds) and none of its retries (half a minute).
+        if not Path(name).expanduser().is_dir() and hub_model_error(name) is not None:
+            return None
         from transformers import AutoConfig
 
-        cfg = AutoConfig.from_pretrained(name)
+        try:  # a local folder or the local HF cache: no network
+            cfg = AutoConfig.from_pretrained(name, local_files_only=True)
+        except Exception:
+            if os.environ.get("HF_HUB_OFFLINE") == "1":
+                return None
+            cfg = AutoConfig.from_pretrained(name)
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         return int(text_cfg.num_hidden_layers)
     except Exception:
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def hub_model_error(name: str, timeout: float = 5.0) -> str | None:
+    """Why the Hugging Face model id `name` cannot be loaded, found in seconds (None if it can,
+    or may): in the local HF cache, fine; else one request to the hub of at most `timeout`
+    seconds (none with HF_HUB_OFFLINE=1).
+
+    Example:
+        >>> hub_model_error("not a valid id!")
+        'not a valid Hugging Face model id'
+    """
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return None
+    except Exception:  # HFValidationError: not of the form org/name
+        return "not a valid Hugging Face model id"
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return "not in the local Hugging Face cache, and HF_HUB_OFFLINE=1"
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        model_info(name, timeout=timeout)
+    except GatedRepoError:
+        return None  # it exists; loading needs a token, and says so
+    except RepositoryNotFoundError:
+        return "no such model on the Hugging Face hub"
+    except Exception as e:  # no network, no DNS, a timeout
+        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        return f"not in the local Hugging Face cache, and the hub did not answer: {first}"
+    return None
 
 
 def _quiet_transformers():
@@ -134,19 +184,79 @@ def embedded_cache_path() -> Path:
 
 
 def embedded_tokenizer():
-    """The embedded model's tokenizer (also used by tiny-random), cached after the first read."""
+    """The embedded model's tokenizer (also used by tiny-random), cached after the first read;
+    a damaged cached copy is rebuilt with a one-line notice."""
     from transformers import AutoTokenizer
 
     _quiet_transformers()
     model_cache = embedded_cache_path()
-    if (model_cache / "tokenizer.json").exists():
-        return AutoTokenizer.from_pretrained(model_cache)
+    if model_cache.exists():
+        tok = open_cached(model_cache, MODEL_FILES, AutoTokenizer.from_pretrained,
+                          "the cached embedded model")
+        if tok is not None:
+            return tok
     tok_cache = cache_dir() / "tokenizers" / EMBEDDED
-    if not (tok_cache / "tokenizer.json").exists():
-        gguf = embedded_gguf()
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        atomic_dir(tok_cache, tok.save_pretrained)
+    tok = open_cached(tok_cache, TOKENIZER_FILES, AutoTokenizer.from_pretrained,
+                      "the cached tokenizer")
+    if tok is not None:
+        return tok
+    gguf = embedded_gguf()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    atomic_dir(tok_cache, lambda tmp: (tok.save_pretrained(tmp), seal_cache(tmp)))
     return AutoTokenizer.from_pretrained(tok_cache)
+
+
+def seal_cache(folder: Path) -> None:
+    """Record the size of every file in a cache folder about to be moved into place."""
+    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir())
+             if p.is_file() and p.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps(sizes, indent=1), encoding="utf-8")
+
+
+def check_cache_files(folder: Path, required: tuple[str, ...]) -> None:
+    """A CacheError unless `folder` holds the `required` files and every file its manifest
+    lists, none empty, each of the size written, and its safetensors files whole."""
+    sizes: dict = {}
+    if (folder / MANIFEST).exists():
+        try:
+            sizes = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CacheError(f"{MANIFEST} is unreadable: {e}") from None
+        if not isinstance(sizes, dict) or not all(isinstance(v, int) for v in sizes.values()):
+            raise CacheError(f"{MANIFEST} is not a list of file sizes")
+    for name in sorted(set(required) | set(sizes)):
+        path = folder / name
+        if name == "model.safetensors" and (folder / f"{name}.index.json").is_file():
+            continue  # sharded weights: the manifest lists each shard
+        if not path.is_file():
+            raise CacheError(f"{name} is missing")
+        size = path.stat().st_size
+        if size == 0:
+            raise CacheError(f"{name} is empty")
+        if name in sizes and size != sizes[name]:
+            raise CacheError(f"{name} has {size} bytes, {sizes[name]} were written")
+        if name.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            try:  # reads the header only; it fails when the data is cut short
+                with safe_open(str(path), framework="pt"):
+                    pass
+            except Exception as e:
+                raise CacheError(f"{name}: {e}") from None
+
+
+def open_cached(folder: Path, required: tuple[str, ...], load, what: str):
+    """`load(folder)` for a cache folder that is whole; None when there is none, or when it is
+    damaged: then it is discarded, with a one-line notice, for the caller to rebuild."""
+    if not folder.exists():
+        return None
+    try:
+        check_cache_files(folder, required)
+        return load(folder)
+    except Exception as e:  # a damaged cache can fail in any way; it is rebuilt, not reported
+        cache_notice(f"{what} in {folder}", e)
+        discard_cache(folder)
+        return None
 
 
 def _load_embedded():
@@ -176,7 +286,12 @@ def _load_dequantized(gguf: Path, path: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not (path / "model.safetensors").exists():
+    def reload(folder: Path):
+        return (AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
+                AutoTokenizer.from_pretrained(folder))
+
+    cached = open_cached(path, MODEL_FILES, reload, "the cached dequantized model")
+    if cached is None:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                   dtype=torch.float32)
@@ -192,10 +307,11 @@ def _load_dequantized(gguf: Path, path: Path):
         def write(tmp: Path):
             hf.save_pretrained(tmp)
             tok.save_pretrained(tmp)
+            seal_cache(tmp)
 
         atomic_dir(path, write)
-    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return hf, AutoTokenizer.from_pretrained(path)
+        cached = reload(path)
+    return cached
 
 
 def tiny_random_hf(seed: int = 0):
@@ -242,6 +358,9 @@ def _load_hf(name: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    problem = None if Path(name).expanduser().is_dir() else hub_model_error(name)
+    if problem:  # fail in a second, not after half a minute of retries
+        raise ModelLoadError(f"could not load model {name!r}: {problem}")
     try:
         tok = AutoTokenizer.from_pretrained(name)
         hf = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)

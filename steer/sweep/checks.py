@@ -4,12 +4,18 @@ absolute beside the config file, files that must exist and parse, layers within 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from steer.errors import ConfigError, TaskConfigError
-from steer.lm.load import EMBEDDED, GEMMA, known_layer_count
+from steer.lm.load import EMBEDDED, GEMMA, hub_model_error, known_layer_count
 from steer.sweep.config import ExperimentConfig
+
+# Cells a plan may hold: (vectors + random controls) x layers x scales x seeds x tasks. Far
+# above any sweep that finishes (the shipped desperation.yaml has 60); a typo such as 10**6
+# scales is refused with the count instead of hanging in the planner.
+MAX_CELLS = 200_000
 
 
 def _beside(base: Path, value: str) -> str:
@@ -40,6 +46,53 @@ def resolve_paths(cfg: ExperimentConfig, base: Path) -> None:
                 setattr(task, key, _beside(base, value))
 
 
+def check_plan_size(cfg: ExperimentConfig, source: str) -> None:
+    """Refuse a sweep of more than MAX_CELLS cells, counted by multiplying, before any list is
+    expanded; the key named is the longest factor.
+
+    Example:
+        >>> import steer
+        >>> seeds = "seeds=" + str(list(range(20000)))
+        >>> try:
+        ...     steer.load_config("configs/smoke.yaml", overrides=[seeds])
+        ... except steer.ConfigError as e:
+        ...     print(e.path, e.given)
+        seeds a plan of 240,000 cells
+    """
+    factors = {"tasks": len(cfg.tasks), "seeds": len(cfg.seeds)}
+    s = cfg.steering
+    if s is not None:
+        factors.update({"steering.vectors": len(s.vectors) + s.random_controls,
+                        "steering.layers": len(s.layers), "steering.scales": len(s.scales)})
+    n = math.prod(factors.values())
+    if n > MAX_CELLS:
+        key = max(factors, key=lambda k: factors[k])
+        shown = " x ".join(f"{v:,} {k.rsplit('.', 1)[-1]}" for k, v in factors.items())
+        raise ConfigError(source, key, f"a plan of {n:,} cells",
+                          f"at most {MAX_CELLS:,} cells ({shown})")
+
+
+def check_model_name(name: str, source: str, key: str = "model.name") -> int | None:
+    """The layer count of a config's model when it can be known cheaply (None if not), after
+    checking that the model can be found: a built-in name, an existing .gguf file or folder, or
+    a Hugging Face id in the local cache or on the hub (one short request, never transformers'
+    retries)."""
+    if name.endswith(".gguf") and not Path(name).is_file():
+        raise ConfigError(source, key, name, "an existing .gguf file")
+    if name.startswith(("/", "~")) and not Path(name).expanduser().exists():
+        raise ConfigError(source, key, name, "an existing model folder")
+    n_layers = known_layer_count(name)
+    if n_layers is None and not (name.endswith(".gguf") or "/" in name):
+        raise ConfigError(source, key, name,
+                          f"'{EMBEDDED}', 'tiny-random', '{GEMMA}', a .gguf path, a local "
+                          "model folder or a Hugging Face id (org/name)")
+    if n_layers is None and not name.endswith(".gguf") and not Path(name).is_dir():
+        problem = hub_model_error(name)
+        if problem:
+            raise ConfigError(source, key, name, f"a model that can be loaded ({problem})")
+    return n_layers
+
+
 def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
     """Checks that need files or model metadata (never weights)."""
     if isinstance(cfg.model.name, list):
@@ -50,20 +103,12 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
             check_against_resources(sub, source)
         return
     from steer.errors import SteeringError
-    from steer.lm.directions import parse_expression
+    from steer.lm.directions import combine_terms, format_expression, parse_expression
     from steer.vectors.catalog import canonical
     from steer.vectors.corpus import BUILTIN, CorpusError, load_corpus
 
     name = cfg.model.name
-    n_layers = known_layer_count(name)
-    if name.endswith(".gguf") and not Path(name).exists():
-        raise ConfigError(source, "model.name", name, "an existing .gguf file")
-    if name.startswith(("/", "~")) and not Path(name).expanduser().exists():
-        raise ConfigError(source, "model.name", name, "an existing model folder")
-    if n_layers is None and not (name.endswith(".gguf") or "/" in name):
-        raise ConfigError(source, "model.name", name,
-                          f"'{EMBEDDED}', 'tiny-random', '{GEMMA}', a .gguf path, a local "
-                          "model folder or a Hugging Face id (org/name)")
+    n_layers = check_model_name(name, source)
     steer_spec = cfg.steering
     if n_layers is not None:
         for i, layer in enumerate(steer_spec.layers if steer_spec else []):
@@ -96,6 +141,10 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
             if canonical(term) not in known:
                 raise ConfigError(source, f"steering.vectors[{i}]", expr,
                                   f"emotions with vectors ({_choices(known)})")
+        if not combine_terms(terms, canonical):
+            raise ConfigError(source, f"steering.vectors[{i}]", expr,
+                              "a direction that is not zero (its terms cancel out: "
+                              f"{format_expression(terms)} = 0)")
     for i, emotion in enumerate(cfg.readout.emotions or []):
         if canonical(emotion) not in known:
             raise ConfigError(source, f"readout.emotions[{i}]", emotion,
@@ -119,15 +168,13 @@ def _choices(names: set[str], limit: int = 12) -> str:
 
 
 def _names_in_vector_file(path: str, source: str) -> set[str]:
-    import json
-
-    from safetensors import safe_open
-
     if not Path(path).is_file():
         raise ConfigError(source, "vectors.file", path, "an existing .safetensors vector file")
-    try:
-        with safe_open(path, framework="pt") as f:
-            return set(json.loads((f.metadata() or {})["names"]))
-    except Exception:
+    from steer.errors import VectorError
+    from steer.vectors.export import import_safetensors
+
+    try:  # checked in full (dtypes, shapes, finite, norms, names), as a run would read it
+        return set(import_safetensors(path).names)
+    except VectorError as e:
         raise ConfigError(source, "vectors.file", path,
-                          "a steer vector file (steer vectors export/import writes them)") from None
+                          f"a valid steer vector file ({e})") from None

@@ -10,6 +10,7 @@ over the registered task types (steer/tasks), rebuilt when one is registered.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -28,6 +29,7 @@ from pydantic import (
 
 from steer.errors import MISSING, ConfigError
 from steer.lm.load import EMBEDDED
+from steer.sweep.yamlfile import MAX_CONFIG_BYTES, check_values, load_yaml, path_str
 from steer.tasks import DEFAULT_TYPE, task_types
 from steer.tasks.base import TaskSpec
 
@@ -140,6 +142,15 @@ class ExperimentConfig(_Strict):
     _source: str = PrivateAttr("<config>")
     _overrides: list = PrivateAttr(default_factory=list)
 
+    @field_validator("name")
+    @classmethod
+    def _plain_folder_name(cls, v: str) -> str:
+        # The run directory is <output_dir>/<name>: a name with a separator, `..`, or a
+        # leading dot would put it (and its clean-up) somewhere else, or hide it.
+        if not plain_name(v):
+            raise ValueError(f"a plain folder name ({NAME_RULE})")
+        return v
+
     @property
     def source(self) -> str:
         """The file the config was read from."""
@@ -206,11 +217,7 @@ def _clean_loc(loc: tuple) -> tuple:
     return loc
 
 
-def _path_str(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+_path_str = path_str
 
 
 def _lookup(data: Any, loc: tuple) -> Any:
@@ -282,11 +289,11 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     key = key.strip()
     if not key or any(not p for p in key.split(".")):
         raise ConfigError("--set", key, text, "a dotted key path such as steering.scales")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+    path: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
+    try:  # the same strict loader as files: no duplicate keys, no huge or deep values
+        value = load_yaml(raw, "--set", tuple(path)) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    path: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
     return path, value
 
 
@@ -318,18 +325,36 @@ def apply_overrides(data: dict, overrides: list[str]) -> list[tuple[str, Any]]:
 
 
 def read_yaml(path: str | Path) -> dict:
+    """The mapping in a config file, read strictly (steer/sweep/yamlfile.py): ConfigError for a
+    missing file, a folder, a file over MAX_CONFIG_BYTES, text that is not UTF-8 or not YAML,
+    duplicate keys, and values too deep or too large."""
     p = Path(path)
     src = str(path)
+    if p.is_dir():
+        raise ConfigError(src, "", "a folder", "a YAML file")
     if not p.is_file():
         raise ConfigError(src, "", MISSING, "an existing YAML file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        if p.stat().st_size > MAX_CONFIG_BYTES:  # before reading it, not after
+            raise ConfigError(src, "", f"a file over {MAX_CONFIG_BYTES:,} bytes",
+                              f"a config of at most {MAX_CONFIG_BYTES:,} bytes")
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(src, "", e.strerror or type(e).__name__, "a readable YAML file"
+                          ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(src, f"line {line}", "bytes that are not UTF-8", "a UTF-8 text file"
+                          ) from None
+    try:
+        data = load_yaml(text, src)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
-        raise ConfigError(src, where, "invalid YAML", "well-formed YAML") from None
-    except UnicodeDecodeError:
-        raise ConfigError(src, "", "binary data", "a UTF-8 text file") from None
+        problem = " ".join(str(getattr(e, "problem", "") or "invalid YAML").split())
+        raise ConfigError(src, where, problem, "well-formed YAML") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -345,9 +370,10 @@ def validate(data: dict, source: str = "<config>", base: str | Path | None = Non
         cfg = config_model().model_validate(data)
     except ValidationError as e:
         raise _error(e, data, source) from None
-    from steer.sweep.checks import check_against_resources, resolve_paths
+    from steer.sweep.checks import check_against_resources, check_plan_size, resolve_paths
 
     cfg._source = source
+    check_plan_size(cfg, source)  # before any file is read or any cell is planned
     resolve_paths(cfg, Path(base) if base is not None else Path.cwd())
     check_against_resources(cfg, source)
     return cfg
@@ -367,9 +393,27 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     """
     data = read_yaml(path)
     applied = apply_overrides(data, overrides or [])
+    if applied:  # overrides may add values: the whole config is held to the file's limits
+        check_values(data, str(path))
     cfg = validate(data, str(path), Path(path).parent)
     cfg._overrides = applied
     return cfg
+
+
+NAME_RULE = ("no '/' or '\\', not '.' or '..', no leading dot, no control characters, "
+             "at most 128 characters")
+
+
+def plain_name(name: str) -> bool:
+    """Whether `name` can be a run directory's name: one plain folder name inside output_dir.
+
+    Example:
+        >>> [plain_name(n) for n in ("desperation", "../elsewhere", "/tmp", ".", "a\\x00b")]
+        [True, False, False, False, False]
+    """
+    return (0 < len(name) <= 128 and name.strip() == name and not name.startswith(".")
+            and not any(c in "/\\" or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
+                        for c in name))
 
 
 def model_slug(name: str) -> str:

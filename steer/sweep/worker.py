@@ -50,6 +50,11 @@ class Worker:
         t = time.perf_counter()
         self.vectors = load_vectors(cfg, model, quiet)
         model.resid_norms()
+        if cfg.steering is not None:  # a zero direction is bad input: say so once, not per cell
+            from steer.lm.directions import check_directions
+
+            check_directions(cfg.steering.vectors, self.vectors, cfg.steering.layers,
+                             model.d_model)
         self.timings["vectors"] = time.perf_counter() - t
         self.readout_layer = (cfg.readout.layer if cfg.readout.layer is not None
                               else model.default_readout_layer)

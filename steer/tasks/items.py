@@ -114,7 +114,7 @@ def load_choice_items(source: str, limit: int | None = None) -> list[ChoiceItem]
                 continue
             opts = tuple(Option(str(o["text"]), bool(o["behavior"])) for o in row["options"])
             item = ChoiceItem(str(row.get("id", where)), str(row["prompt"]), opts)
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError) as e:  # a field of the wrong type too
             raise TaskDataError(f"{path}:{n}: missing or malformed field {e}; expected "
                                 "{id, prompt, options: [{text, behavior}]} or Anthropic's "
                                 "{question, answer_matching_behavior, "
@@ -162,9 +162,10 @@ def load_code_tasks(source: str = "impossible", limit: int | None = None) -> lis
             out.append(CodeTask(str(row["id"]), str(row["name"]), str(row["signature"]),
                                 str(row["spec"]), _tests(row["visible_tests"]),
                                 _tests(row["hidden_tests"]), str(row.get("reference", ""))))
-        except KeyError as e:
-            raise TaskDataError(f"{path}:{n}: missing field {e}; expected {{id, name, "
-                                "signature, spec, visible_tests, hidden_tests}") from None
+        except (KeyError, AttributeError) as e:  # AttributeError: tests that are not text
+            raise TaskDataError(f"{path}:{n}: missing or malformed field {e}; expected {{id, "
+                                "name, signature, spec, visible_tests, hidden_tests} (strings)"
+                                ) from None
     return out[:limit] if limit else out
 
 
@@ -184,7 +185,9 @@ class PromptTask(TaskSpec):
 
     def check(self) -> None:
         if self.prompts_file is not None:
-            self.items()
+            if not self.items():  # a run of nothing would "succeed" with no results
+                raise TaskConfigError("prompts_file", self.prompts_file,
+                                      "a file of prompts, one per line (it has none)")
         elif self.template is not None:
             if "{value}" not in self.template:
                 raise TaskConfigError("template", self.template, "a template with a {value} slot")
@@ -203,9 +206,10 @@ class PromptTask(TaskSpec):
             if self.prompts_file:
                 try:
                     text = read_text(self.prompts_file, "prompts", TaskDataError)
-                except TaskDataError:
+                except TaskDataError as e:
                     raise TaskConfigError("prompts_file", self.prompts_file,
-                                          "an existing file of prompts (one per line)") from None
+                                          f"a UTF-8 text file of prompts, one per line ({e})"
+                                          ) from None
                 prompts += [x.strip() for x in text.splitlines() if x.strip()]
             self._items = prompts
         return self._items

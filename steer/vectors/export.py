@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from steer.errors import VectorError
@@ -35,17 +34,22 @@ def export_safetensors(ev: EmotionVectors, path: str | Path) -> Path:
 
 
 def import_safetensors(path: str | Path) -> EmotionVectors:
+    """A steer vector file (from `export_safetensors`), checked in full: one float tensor
+    `vectors` [E, L, d], finite, non-zero, sensible norms, one usable name per vector
+    (steer.vectors.validate). A VectorError naming the file otherwise."""
+    from steer.vectors.validate import check_vectors, parse_json, read_safetensors
+
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            vecs = f.get_tensor("vectors")
-    except Exception as e:
-        raise VectorError(f"{path}: not a steer vector file ({e})") from None
+    label = str(path)
+    tensors, meta = read_safetensors(path)
     if "names" not in meta:
         raise VectorError(f"{path}: no 'names' in its metadata; not a steer vector file")
-    extra = json.loads(meta.get("meta", "{}"))
-    return EmotionVectors(json.loads(meta["names"]), vecs.float(), extra)
+    if set(tensors) != {"vectors"}:
+        raise VectorError(f"{path}: expected one tensor 'vectors', found {sorted(tensors)}")
+    names = parse_json(meta["names"], label, "metadata 'names'", list)
+    extra = parse_json(meta.get("meta", "{}"), label, "metadata 'meta'", dict)
+    names, vecs = check_vectors(names, tensors["vectors"], extra, label)
+    return EmotionVectors(names, vecs, extra)
 
 
 def export_gguf(direction_per_layer: dict[int, torch.Tensor], path: str | Path,
@@ -79,28 +83,65 @@ def _write_gguf(gguf, path: Path, direction_per_layer, model_hint: str, extra: d
 
 
 def import_gguf(path: str | Path) -> tuple[dict[int, torch.Tensor], dict[str, str]]:
-    """Read a llama.cpp control vector: ({layer: vector}, string metadata)."""
+    """Read a llama.cpp control vector: ({layer: vector}, string metadata), checked: tensors
+    named `direction.N` (N >= 1), each a finite 1-D float vector of one width with a sensible
+    norm, and `controlvector.layer_count`, if given, equal to their number."""
     import gguf
+
+    from steer.vectors.validate import check_control_vector
 
     try:
         reader = gguf.GGUFReader(str(path))
-    except Exception as e:
-        raise VectorError(f"{path}: not a GGUF file ({e})") from None
-    fields = {}
-    for key, field in reader.fields.items():
-        if field.types and field.types[0] == gguf.GGUFValueType.STRING:
-            fields[key] = bytes(field.parts[field.data[0]]).decode("utf-8")
-        elif field.data:
-            fields[key] = str(field.parts[field.data[0]][0])
+        fields = _string_fields(gguf, reader)
+    except Exception as e:  # foreign bytes: whatever the parser trips on, the file is unusable
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise VectorError(f"{path}: not a readable GGUF file ({first})") from None
     if fields.get("general.architecture") != ARCH:
         raise VectorError(f"{path}: general.architecture is not '{ARCH}'")
-    out = {}
+    floats = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
+              getattr(gguf.GGMLQuantizationType, "F64", None),
+              getattr(gguf.GGMLQuantizationType, "BF16", None)} - {None}
+    out: dict[int, torch.Tensor] = {}
     for t in reader.tensors:
-        if t.name.startswith("direction."):
-            out[int(t.name.split(".", 1)[1])] = torch.tensor(t.data.copy()).float().reshape(-1)
-    if not out:
-        raise VectorError(f"{path}: no direction.N tensors")
+        if not t.name.startswith("direction."):
+            continue
+        index = t.name.split(".", 1)[1]
+        if not index.isdigit():
+            raise VectorError(f"{path}: tensor {t.name!r}: expected direction.N, N a layer number")
+        if t.tensor_type not in floats:
+            raise VectorError(f"{path}: {t.name} has type {t.tensor_type.name}; expected F32 or "
+                              "F16 (quantized or integer directions are not supported)")
+        data = t.data
+        if t.tensor_type == getattr(gguf.GGMLQuantizationType, "BF16", None):
+            data = _bf16(data)
+        out[int(index)] = torch.from_numpy(data.astype("float32", copy=True))
+    check_control_vector(out, str(path))
+    count = fields.get(f"{ARCH}.layer_count")
+    if count is not None and count != str(len(out)):
+        raise VectorError(f"{path}: {ARCH}.layer_count says {count}, the file has {len(out)} "
+                          "direction tensors")
     return out, fields
+
+
+def _string_fields(gguf, reader) -> dict[str, str]:
+    """Every scalar metadata field as text (arrays are skipped)."""
+    fields = {}
+    for key, field in reader.fields.items():
+        if not field.types or not field.data:
+            continue
+        if field.types[0] == gguf.GGUFValueType.STRING:
+            fields[key] = bytes(field.parts[field.data[0]]).decode("utf-8")
+        elif field.types[0] != gguf.GGUFValueType.ARRAY:
+            fields[key] = str(field.parts[field.data[0]][0])
+    return fields
+
+
+def _bf16(data):
+    """bfloat16 bits (read as uint16 or raw bytes) as float32 values."""
+    import numpy as np
+
+    bits = np.ascontiguousarray(data).view(np.uint16).astype(np.uint32) << 16
+    return bits.view(np.float32)
 
 
 def control_vector(ev: EmotionVectors, expr: str, norms: torch.Tensor,
@@ -115,13 +156,14 @@ def control_vector(ev: EmotionVectors, expr: str, norms: torch.Tensor,
 
 def gguf_to_vectors(per_layer: dict[int, torch.Tensor], name: str, n_layers: int
                     ) -> EmotionVectors:
-    """One imported control vector as EmotionVectors (layers it lacks are zero)."""
+    """One imported control vector as EmotionVectors (layers it lacks are zero, and
+    `meta["layers"]` lists those it has)."""
     d = next(iter(per_layer.values())).numel()
     if max(per_layer) >= n_layers:
         raise VectorError(f"control vector has layer {max(per_layer)}, model has {n_layers}")
     vecs = torch.zeros(1, n_layers, d)
     for layer, v in per_layer.items():
-        vecs[0, layer] = v
+        vecs[0, layer] = v.reshape(-1)
     return EmotionVectors([name], vecs, {"source": "gguf", "layers": sorted(per_layer)})
 
 
@@ -174,12 +216,46 @@ def export_vectors(model, ev: EmotionVectors, out: str | Path, vector: str | Non
 
 def import_vectors(source: str | Path, name: str | None = None) -> EmotionVectors:
     """Vectors from a steer .safetensors file, or a llama.cpp control vector (.gguf) as one
-    direction named `name` (default: the name it was exported with, or the file's stem)."""
+    direction named `name` (default: the name it was exported with if that is a single name,
+    such as `desperate`, else the file's stem), every file checked in full on the way in.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> bad = pathlib.Path(tempfile.mkdtemp()) / "v.safetensors"
+        >>> _ = bad.write_bytes(b"not a safetensors file")
+        >>> import_vectors(bad)
+        Traceback (most recent call last):
+        ...
+        steer.errors.VectorError: .../v.safetensors: not a readable safetensors file (...)
+    """
+    from steer.vectors.validate import check_name
+
     source = Path(source)
     if not source.is_file():
-        raise VectorError(f"{source}: no such file")
+        raise VectorError(f"{source}: no such file" if not source.exists() else
+                          f"{source}: not a file")
     if source.suffix == ".gguf":
         per_layer, meta = import_gguf(source)
-        label = name or meta.get("steer.vector") or source.stem
+        if name is not None:
+            label = check_name(name, "--name")
+        else:
+            label = _default_name([meta.get("steer.vector"), source.stem])
+            if label is None:
+                raise VectorError(f"{source}: neither its exported expression nor its file name "
+                                  "is a usable vector name; give one with --name")
         return gguf_to_vectors(per_layer, label, max(per_layer) + 1)
     return import_safetensors(source)
+
+
+def _default_name(candidates: list[str | None]) -> str | None:
+    """The first candidate that is one usable vector name (an exported `desperate - calm` is
+    an expression, not a name: its file's stem is tried next)."""
+    from steer.vectors.validate import check_name
+
+    for c in candidates:
+        try:
+            if c:
+                return check_name(c, "")
+        except VectorError:
+            pass
+    return None

@@ -215,10 +215,10 @@ def inspect_vectors(model, vectors, corpus, token_offset: int, denoise: float,
     import json
 
     from steer.io import atomic_write, save_figure
-    from steer.vectors.store import cache_folder, load_activations
+    from steer.vectors.store import cached_activations
 
-    folder = cache_folder(model, corpus, token_offset, denoise)
-    stories, neutral_acts, labels, topics = load_activations(folder)
+    stories, neutral_acts, labels, topics = cached_activations(model, corpus, token_offset,
+                                                               denoise)
     names = vectors.names
     layers = list(range(1, model.n_layers))
     acc = heldout_accuracy(stories, labels, topics, names, neutral_acts, denoise, layers)

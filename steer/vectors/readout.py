@@ -123,7 +123,11 @@ def transcript(model, source: str) -> str:
     from steer.io import read_jsonl, read_text
 
     path = Path(source)
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):  # a text too long to be a file name
+        is_file = False
+    if not is_file:
         return source
     if path.suffix != ".jsonl":
         return read_text(path, "transcript")
