@@ -132,8 +132,12 @@ def test_static_cache_decoding_gives_the_dynamic_paths_tokens(tiny, tiny_vectors
     # a second batch of other prompt lengths reuses the same cache bucket (one graph on a GPU)
     dec = tiny.static_decoder() if tiny.decode == "static" else None
     assert dec is None  # the mode is restored
+    # (other tests may have left states of their own batch sizes on the shared model)
+    before = set(tiny._static["static"]._states)
+    assert (len(rows), 64) in before
     _with_decode(tiny, "static", lambda: generate(tiny, rows[:3], tiny_vectors, s, batch_size=3))
-    assert set(tiny._static["static"]._states) == {(len(rows), 64), (3, 64)}
+    added = set(tiny._static["static"]._states) - before
+    assert added <= {(3, 64)} and (3, 64) in before | added
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,

@@ -55,14 +55,18 @@ def test_smoke_run_writes_the_whole_run_directory(tmp_path):
 
 
 def test_a_failed_run_says_why_in_one_line_and_in_its_manifest(tmp_path):
-    res = steer_cli("run", ROOT / "configs" / "smoke.yaml", "--set", f"output_dir={tmp_path}",
-                    "--set", "model.name=no-such-org/no-such-model",
-                    env={"HF_HUB_OFFLINE": "1"})
+    # a model folder that passes the config checks but cannot be loaded: the run fails
+    model = tmp_path / "broken-model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    out = tmp_path / "runs"
+    res = steer_cli("run", ROOT / "configs" / "smoke.yaml", "--set", f"output_dir={out}",
+                    "--set", f"model.name={model}", env={"HF_HUB_OFFLINE": "1"})
     assert res.returncode == 1
     assert "Traceback" not in res.stderr
     errors = [x for x in res.stderr.splitlines() if x.startswith("error:")]
-    assert len(errors) == 1 and "no-such-org/no-such-model" in errors[0]
-    (run,) = list(tmp_path.iterdir())
+    assert len(errors) == 1 and "broken-model" in errors[0]
+    (run,) = list(out.iterdir())
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "ModelLoadError" in manifest["error"]
     assert (run / "config.yaml").is_file() and not (run / "results.parquet").exists()

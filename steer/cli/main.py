@@ -8,7 +8,9 @@ file) and 1 for the rest. Set STEER_DEBUG=1 to see tracebacks.
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
 import sys
 from typing import Annotated
 
@@ -184,10 +186,14 @@ def main(argv: list[str] | None = None):
     from typer.exceptions import Abort, Exit, TyperException
 
     debug = os.environ.get("STEER_DEBUG") == "1"
+    # SIGTERM (a scheduler, `kill`, a container stopping) ends any command as Ctrl-C does: one
+    # line and exit 130, with the run's manifest updated, never the default action's silent death.
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         # Without standalone mode, click returns an exit code rather than exiting (typer turns
         # Ctrl-C into exit code 130 this way) and raises its usage errors to us.
-        rc = app(args=argv, prog_name="steer", standalone_mode=False)
+        rc = _command()(args=argv, prog_name="steer", standalone_mode=False)
         if rc == 130:
             _fail(INTERRUPTED, 130)
         if isinstance(rc, int) and rc:
@@ -206,6 +212,13 @@ def main(argv: list[str] | None = None):
         _usage_error(e)
 
 
+@functools.cache
+def _command():
+    """The click command typer builds from `app`, built once: building it walks every
+    command's signature (~50 ms), which `app(...)` would do again on each call in a process."""
+    return typer.main.get_command(app)
+
+
 def _usage_error(e) -> None:
     """Usage line, help hint and the error on one line, exit 2 (as click prints it, without
     the boxes)."""
@@ -217,9 +230,16 @@ def _usage_error(e) -> None:
     _fail(message, getattr(e, "exit_code", 2) or 2)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _fail(message: str, code: int):
     from steer.progress import console
 
+    if code == 130:  # a second Ctrl-C or SIGTERM must not cut the last line into a traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
 

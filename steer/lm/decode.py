@@ -4,6 +4,9 @@ Rows of a batch may belong to different conditions: each row carries its own int
 its own seed, and sampling draws from a per-row generator, so a row's text does not depend on
 which other rows share its batch. Prompts are left-padded with matching attention masks and
 position ids (the bridge derives positions from the mask).
+
+A row whose logits go non-finite (NaN or inf, e.g. under an absurd steering scale) ends there:
+its result keeps the tokens before and says `nonfinite`, and the other rows go on untouched.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class GenResult:
     ids: list[int]
     text: str
     stopped: bool  # True when the model ended the text itself (EOS), False at the token limit
+    nonfinite: bool = False  # True when the row's logits went NaN/inf and its text was cut there
 
 
 @dataclass
@@ -44,26 +48,61 @@ def _nucleus(p: torch.Tensor, top_p: float) -> torch.Tensor:
     return p.masked_fill(p.cumsum(-1) - p > top_p, 0.0)
 
 
-def _pick(logits: torch.Tensor, gens: list[torch.Generator], s: Sampling) -> torch.Tensor:
+_MASK32 = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A bijective 32-bit integer mix (xor-shift-multiply rounds) of int64 values in
+    0..2^32-1; with a multiplier below 2^31 no product overflows int64."""
+    for _ in range(2):
+        x = ((x ^ (x >> 16)) * 0x45D9F3B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def _draw(p: torch.Tensor, ids: torch.Tensor, g: torch.Generator) -> int:
+    """One of the tokens `ids`, drawn with probability proportional to `p` (an exponential
+    race: the largest p / E wins, E ~ Exp(1)).
+
+    Each token's E is a function of its id and of this step's key from `g`, not of its place
+    in `ids`. Why: batches of different sizes give logits that differ in the last bits (the
+    CPU's matrix kernels, like GPUs', depend on the number of rows), which reorders near-equal
+    probabilities. Drawn by rank (multinomial over the sorted nucleus) a reordering gave another
+    token, about once in a hundred steps on a flat distribution, so a row's text depended on
+    how many rows shared its batch; drawn by id it changes only on an exact near-tie of two
+    races."""
+    k1, k2 = torch.randint(0, 2**32, (2,), generator=g).tolist()
+    u = (_hash32(_hash32(ids.long() ^ k1) ^ k2).double() + 0.5) / 2**32  # in (0, 1)
+    return int(ids[(p.double() / -u.log()).argmax()])
+
+
+def _pick(logits: torch.Tensor, gens: list[torch.Generator], s: Sampling,
+          skip: torch.Tensor | None = None) -> torch.Tensor:
     """One token per row: greedy at temperature 0, else nucleus sampling with each row's RNG.
 
     The nucleus is looked for among the top 1024 tokens (a full sort of the vocabulary per step
     costs more than the model's decode step on a CPU); a row whose nucleus is wider falls back
-    to the full sort. Each row's draw depends only on its own logits and generator."""
+    to the full sort. Each row's draw depends only on its own logits and generator, and is
+    keyed by token id (see `_draw`), so last-bit differences in the logits do not flip it. Rows in
+    `skip` (finished, or with non-finite logits) draw nothing and get token 0: sampling from
+    NaN probabilities would raise and fail every row of the batch."""
     if s.temperature <= 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / s.temperature, dim=-1)
     vals, idx = probs.topk(min(1024, probs.shape[-1]), dim=-1)
     vals, idx, mass = vals.cpu(), idx.cpu(), vals.sum(-1).cpu()
+    skipped = skip.tolist() if skip is not None else [False] * len(gens)
     picks = []
     for r, g in enumerate(gens):
-        if s.top_p < 1.0 and mass[r] >= s.top_p:
-            picks.append(int(idx[r, torch.multinomial(_nucleus(vals[r], s.top_p), 1, generator=g)]))
+        if skipped[r]:
+            picks.append(0)
+        elif s.top_p < 1.0 and mass[r] >= s.top_p:
+            picks.append(_draw(_nucleus(vals[r], s.top_p), idx[r], g))
         elif s.top_p < 1.0:
             sp, order = probs[r].cpu().sort(descending=True)
-            picks.append(int(order[torch.multinomial(_nucleus(sp, s.top_p), 1, generator=g)]))
+            picks.append(_draw(_nucleus(sp, s.top_p), order, g))
         else:
-            picks.append(int(torch.multinomial(probs[r].cpu(), 1, generator=g)))
+            p = probs[r].cpu()
+            picks.append(_draw(p, torch.arange(p.shape[-1]), g))
     return torch.tensor(picks, device=logits.device)
 
 
@@ -88,8 +127,8 @@ def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list
         if static is not None:
             with steer_rows(model, ivs, vectors) as rs:  # its deltas, loaded into static buffers
                 logits, st = static.prefill(ids, mask, rs, s.max_new_tokens)
-            out = _decode(logits, lambda nxt: static.step(st, nxt), rows, s, model)
-            return _finish(model, rows, ids, mask, out, s)
+            out, broken = _decode(logits, lambda nxt: static.step(st, nxt), rows, s, model)
+            return _finish(model, rows, ids, mask, out, broken, s)
         cache = None
         if len(uniq) < len(rows) and ids_u.shape[1] > 1:
             # Rows sharing a prefix (other seeds, or steering only generated positions) read it
@@ -115,32 +154,41 @@ def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list
                 out_logits, cache = model.forward(nxt[:, None], full, cache)
                 return out_logits[:, -1]
 
-            out = _decode(logits[:, -1], step, rows, s, model)
-    return _finish(model, rows, ids, mask, out, s)
+            out, broken = _decode(logits[:, -1], step, rows, s, model)
+    return _finish(model, rows, ids, mask, out, broken, s)
 
 
 def _decode(logits: torch.Tensor, step: Callable[[torch.Tensor], torch.Tensor], rows,
-            s: Sampling, model) -> list[torch.Tensor]:
+            s: Sampling, model) -> tuple[list[torch.Tensor], list[int | None]]:
     """The token loop: pick one token per row from `logits` [B, vocab], feed it to `step`,
-    until every row has stopped or `max_new_tokens` are out. Finished rows get padding."""
+    until every row has stopped or `max_new_tokens` are out. Finished rows get padding.
+
+    Also returns, per row, the step at which its logits went non-finite (None if never): such
+    a row is finished there, so that it neither raises in sampling nor runs on as garbage."""
     stop = torch.tensor(sorted(set(s.stop_ids)), dtype=torch.long, device=logits.device)
     done = torch.zeros(len(rows), dtype=torch.bool, device=logits.device)
     gens = [torch.Generator().manual_seed(int(r.seed)) for r in rows]
     pad = model.tokenizer.pad_token_id
+    broken_at: list[int | None] = [None] * len(rows)
     out: list[torch.Tensor] = []
     for i in range(s.max_new_tokens):
-        nxt = _pick(logits, gens, s).to(logits.device)
+        bad = ~done & ~torch.isfinite(logits).all(dim=-1)
+        if bool(bad.any()):
+            for r in bad.nonzero().flatten().tolist():
+                broken_at[r] = i
+            done = done | bad
+        nxt = _pick(logits, gens, s, done).to(logits.device)
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
         out.append(nxt)
         done |= torch.isin(nxt, stop)
         if bool(done.all()) or i == s.max_new_tokens - 1:
             break
         logits = step(nxt)
-    return out
+    return out, broken_at
 
 
 def _finish(model, rows, ids: torch.Tensor, mask: torch.Tensor, out: list[torch.Tensor],
-            s: Sampling) -> list[GenResult]:
+            broken_at: list[int | None], s: Sampling) -> list[GenResult]:
     tok = model.tokenizer
     gen = torch.stack(out, dim=1).cpu() if out else torch.zeros(len(rows), 0, dtype=torch.long)
     results = []
@@ -148,13 +196,14 @@ def _finish(model, rows, ids: torch.Tensor, mask: torch.Tensor, out: list[torch.
     for r in range(len(rows)):
         prompt_ids = ids[r][mask[r].bool()].tolist()
         row, stopped = [], False
-        for t in gen[r].tolist():
+        cut = broken_at[r]  # tokens from a non-finite step on are padding, not text
+        for t in gen[r].tolist()[:cut]:
             if t in stop_set:
                 stopped = True
                 break
             row.append(t)
         results.append(GenResult(prompt_ids, row, tok.decode(row, skip_special_tokens=True),
-                                 stopped))
+                                 stopped, nonfinite=cut is not None))
     return results
 
 
@@ -199,6 +248,7 @@ class Generation:
     texts: list[str]
     ids: list[list[int]]  # generated token ids, without the stop token
     stopped: list[bool]  # True where the model ended its reply itself
+    nonfinite: list[bool] = field(default_factory=list)  # True where NaN/inf logits cut it
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -233,4 +283,4 @@ def generate(model, prompts: str | Sequence[str], steer: Intervention | Sequence
     res = generate_rows(model, rows, vectors, Sampling(max_new_tokens, temperature, top_p),
                         batch_size)
     return Generation(list(prompts), [r.text for r in res], [r.ids for r in res],
-                      [r.stopped for r in res])
+                      [r.stopped for r in res], [r.nonfinite for r in res])

@@ -3,6 +3,8 @@ next-token log-probabilities, and mean activations of texts at every layer.
 
 Every pass here is a forward pass of `model.forward` with capture hooks (steering.py); token
 pooling drops attention-sink tokens whose norm exceeds OUTLIER_FACTOR x the layer's median.
+Non-finite activations are never pooled away as outliers: they make their row's mean NaN, so
+that the sample is flagged downstream (never another row's).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def keep_mask(mask: torch.Tensor, offset: int | torch.Tensor) -> torch.Tensor:
 
 def masked_means(acts: dict[int, torch.Tensor], keep: torch.Tensor, norms: torch.Tensor,
                  n_layers: int) -> torch.Tensor:
-    """Mean activation per row and layer over kept, non-outlier tokens -> [B, L, d] float32."""
+    """Mean activation per row and layer over kept, non-outlier tokens -> [B, L, d] float32;
+    NaN for a row with a NaN/inf activation among its kept tokens."""
     out = []
     for layer in range(n_layers):
         a = acts[layer].float()
@@ -43,7 +46,12 @@ def masked_means(acts: dict[int, torch.Tensor], keep: torch.Tensor, norms: torch
         empty = k.sum(dim=1) == 0
         k[empty] = keep[empty]  # never fall back to the sink token, but never divide by zero
         w = k.float()[:, :, None]
-        out.append((a * w).sum(1) / w.sum(1).clamp(min=1.0))
+        mean = (a * w).sum(1) / w.sum(1).clamp(min=1.0)
+        # an inf token's norm fails the outlier test and would silently drop out of the mean
+        broken = (keep & ~torch.isfinite(a).all(dim=-1)).any(dim=1)
+        if bool(broken.any()):
+            mean[broken] = math.nan
+        out.append(mean)
     return torch.stack(out, dim=1).cpu()
 
 
@@ -155,10 +163,18 @@ def score(model, items: Sequence[tuple[list[int], list[int]]], vectors=None,
                 proj = (means.to(model.device) @ units.T / norm).cpu()
             for r, i in enumerate(chunk):
                 ro = {e: float(proj[r, k]) for k, e in enumerate(emotions)} if want_readout else {}
-                results[i] = Score(math.exp(float(nll[r])), ro)
+                results[i] = Score(_exp(float(nll[r])), ro)
         if progress:
             progress(len(idxs))
     return results  # type: ignore[return-value]
+
+
+def _exp(x: float) -> float:
+    """exp that overflows to inf (a flagged value) instead of raising for the whole batch."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
 
 
 def readout_prompts(model, rows: Sequence[GenRow], skip: Sequence[int], vectors,

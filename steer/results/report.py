@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 from rich.table import Table
+from rich.text import Text
 
 from steer.results.tables import headline_metrics, is_behaviour, trends
 
@@ -27,16 +28,51 @@ def effects_table(eff: pd.DataFrame, metrics: list[str]) -> Table:
     return table
 
 
-def terminal_tables(summary: pd.DataFrame, eff: pd.DataFrame, vectors: list[str]) -> list[Table]:
-    """What `steer run` prints at the end: the summary, and when steering, the trends and the
-    behaviour metrics' slopes against the random control."""
-    tables = [summary_table(summary, vectors)]
+def terminal_tables(summary: pd.DataFrame, eff: pd.DataFrame, vectors: list[str]
+                    ) -> list[Table | Text]:
+    """What `steer run` prints at the end: the summary (and a line saying how many values were
+    non-finite, if any were), and when steering, the trends and the behaviour metrics' slopes
+    against the random control."""
+    tables: list[Table | Text] = [summary_table(summary, vectors)]
+    note = nonfinite_note(summary)
+    if note:
+        tables.append(Text(note, style="yellow"))
     if vectors:
         tables.append(trends_table(summary, vectors))
         beh = [m for m in headline_metrics(summary, vectors) if is_behaviour(m)]
         if not eff.empty and beh:
             tables.append(effects_table(eff, beh))
     return tables
+
+
+def nonfinite_note(summary: pd.DataFrame) -> str | None:
+    """One line saying how many values were NaN/inf and left out of the means, or None when
+    there were none. Counted from the summary's `n_nonfinite`, each value once: the unsteered
+    model (repeated at scale 0 under every vector and layer) once per task and metric, and
+    the pooled random control not again.
+
+    Example:
+        >>> import pandas as pd
+        >>> from steer.results.report import nonfinite_note
+        >>> s = pd.DataFrame({"task": ["t"] * 3, "vector": ["calm", "joy", "calm"],
+        ...                   "layer": [2, 2, 2], "scale": [0.0, 0.0, 9.0],
+        ...                   "metric": ["m"] * 3, "n_nonfinite": [1, 1, 3]})
+        >>> nonfinite_note(s).split(" (")[0]
+        '4 values were NaN/inf in 2 conditions and left out of the means'
+        >>> nonfinite_note(s.assign(n_nonfinite=0)) is None
+        True
+    """
+    if "n_nonfinite" not in summary or not (summary["n_nonfinite"] > 0).any():
+        return None
+    rows = summary[(summary.n_nonfinite > 0) & (summary.vector != "random")]
+    steered, base = rows[rows.scale != 0], rows[rows.scale == 0]
+    base = base.drop_duplicates(["task", "metric"])  # one unsteered model per task
+    count = int(steered.n_nonfinite.sum() + base.n_nonfinite.sum())
+    conditions = (steered[["task", "vector", "layer", "scale"]].drop_duplicates().shape[0]
+                  + base.task.nunique())
+    return (f"{count} value{'s were' if count != 1 else ' was'} NaN/inf in {conditions} "
+            f"condition{'s' if conditions != 1 else ''} and left out of the means (n_nonfinite "
+            "in summary.csv; samples flagged nonfinite in samples.jsonl)")
 
 
 def summary_table(summary: pd.DataFrame, vectors: list[str]) -> Table:
@@ -91,8 +127,10 @@ def report_markdown(cfg, summary: pd.DataFrame, plots: list[str],
     tr = trends(summary, vectors)
     how = (f"steering at layers {st.layers}, scales {st.scales}, positions `{st.positions}`, "
            f"{st.random_controls} random control direction(s)" if st else "no steering")
+    note = nonfinite_note(summary)
     lines = [f"# {cfg.name}", "", cfg.description.strip(), "",
              f"Model `{cfg.model.name}`; {how}; seeds {cfg.seeds}.",
+             *(["", f"**Non-finite values**: {note}."] if note else []),
              "", "## Trends", "",
              "Spearman rho of each condition mean against scale; `beyond_random_ci`: the "
              "highest-scale mean lies outside the random control's 95% CI at that scale.", ""]

@@ -3,6 +3,7 @@ dose-response effects against the random control, and trends. Pure functions of 
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from steer.results.stats import bootstrap_ci, spearman
@@ -10,19 +11,38 @@ from steer.results.stats import bootstrap_ci, spearman
 PLAIN_METRICS = ["sentiment", "perplexity", "repetition"]
 
 
+def finite_values(results: pd.DataFrame) -> pd.Series:
+    """Which rows of a results table hold a finite value (not NaN, inf or missing).
+
+    Example:
+        >>> import pandas as pd
+        >>> from steer.results.tables import finite_values
+        >>> finite_values(pd.DataFrame({"value": [0.5, float("nan"), float("inf")]})).tolist()
+        [True, False, False]
+    """
+    return pd.Series(np.isfinite(pd.to_numeric(results["value"], errors="coerce")
+                                 .to_numpy(dtype=float)), index=results.index)
+
+
 def summarize(results: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
-    """One row per (task, vector, layer, scale, metric): mean and a 95% bootstrap CI.
+    """One row per (task, vector, layer, scale, metric): mean and a 95% bootstrap CI over the
+    finite values (`n` of them), and `n_nonfinite`, the values that were NaN or inf.
 
     Seeds of one item are averaged first and items are resampled (a cluster bootstrap), since
     samples of the same prompt are not independent. Random directions are also pooled as
-    vector `random` when there are several (each item under each direction is one unit)."""
+    vector `random` when there are several (each item under each direction is one unit). A
+    non-finite value is never averaged in, and a condition whose values are all non-finite
+    keeps its row (mean NaN, n 0)."""
     # the bootstrap unit: an item, or for the pooled random control an (item, direction)
     frames = [results.assign(unit=results["item"].astype(str))]
     rnd = results[results.vector.str.startswith("random-")]
     if rnd.vector.nunique() > 1:
         frames.append(rnd.assign(vector="random", unit=rnd["item"].astype(str) + "/" + rnd.vector))
-    df = pd.concat(frames, ignore_index=True).dropna(subset=["value"])
+    everything = pd.concat(frames, ignore_index=True)
     keys = ["task", "vector", "layer", "scale", "metric"]
+    ok = finite_values(everything)
+    df = everything[ok]
+    nonfinite = everything[~ok].groupby(keys, sort=True).size()
     grouped = df.groupby(keys, sort=True)["value"]
     means, sizes = grouped.mean(), grouped.size()
     per_item = df.groupby(keys + ["unit"], sort=True)["value"].mean()
@@ -30,8 +50,16 @@ def summarize(results: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     for key, g in per_item.groupby(level=list(range(len(keys))), sort=True):
         mean, lo, hi = bootstrap_ci(g.to_numpy(), n_boot=n_boot)
         rows.append(dict(zip(keys, key), mean=means[key], ci_low=lo, ci_high=hi,
-                         n=int(sizes[key])))
-    return pd.DataFrame(rows)
+                         n=int(sizes[key]), n_nonfinite=int(nonfinite.get(key, 0))))
+    # conditions with no finite value at all: kept, so that they do not vanish from the table
+    for key, count in nonfinite.items():
+        if key not in means.index:
+            rows.append(dict(zip(keys, key), mean=np.nan, ci_low=np.nan, ci_high=np.nan, n=0,
+                             n_nonfinite=int(count)))
+    out = pd.DataFrame(rows, columns=keys + ["mean", "ci_low", "ci_high", "n", "n_nonfinite"])
+    if len(out) > len(means):  # the added rows go to their sorted places
+        out = out.sort_values(keys, kind="stable", ignore_index=True)
+    return out
 
 
 def steered_emotions(vectors: list[str]) -> list[str]:
@@ -70,7 +98,7 @@ def effects(results: pd.DataFrame, metrics: list[str] | None = None, n_boot: int
     control, with `exceeds_random`: the two slope CIs do not overlap."""
     from steer.results.stats import permutation_p, slope_ci
 
-    df = results.dropna(subset=["value"])
+    df = results[finite_values(results)]  # NaN and inf alike (counted in the summary)
     if metrics is not None:
         df = df[df.metric.isin(metrics)]
     rnd = df[df.vector.str.startswith("random-")]

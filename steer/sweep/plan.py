@@ -66,7 +66,9 @@ def make_plan(cfg: ExperimentConfig) -> Plan:
 
 # Bump when a change to steer alters what an existing cell would contain or how cells are keyed.
 # 2: each task type keys only its own fields, and input files by content, not by path.
-CELL_FORMAT = 2
+# 3: sampled tokens no longer depend on a row's batch (steer.lm.decode._draw); a sample flagged
+#    `nonfinite`; the code task judged outside an OS-level sandbox.
+CELL_FORMAT = 3
 
 
 @dataclass(frozen=True)

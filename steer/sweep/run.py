@@ -12,6 +12,11 @@ directory (rundir.py): each finished cell atomically, so that a rerun of the sam
 computes only what is missing and a killed run loses at most the cells in flight. Results,
 summary, plots and report are then rebuilt from all cells of the plan, in plan order, so that
 they do not depend on how often the run was interrupted.
+
+The manifest says `running` from before the directory's first change until the run ends, when a
+`finally` writes how it ended (SIGTERM is made to stop a run as Ctrl-C does, in any phase), with
+cell counts taken from the disk. So a run killed at any point, even with SIGKILL while adding a
+scale to a complete run, never leaves a manifest saying `complete` with cells missing.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from steer import progress
-from steer.errors import InputError, TooManyFailures
+from steer.errors import InputError, RunDirError, TooManyFailures, WriteError
 from steer.sweep.config import ExperimentConfig
 from steer.sweep.plan import CELL_FORMAT, Plan, Unit, make_plan, make_units
 from steer.sweep.rundir import Run, RunDir
@@ -58,31 +63,51 @@ def run(cfg: ExperimentConfig, *, run_dir: str | Path | None = None, backend: st
     if backend not in ("local", "ray"):
         raise InputError(f"backend: got {backend!r}, expected local or ray")
     t0 = time.perf_counter()
-    plan = make_plan(cfg)
-    units = make_units(cfg, plan)
-    rd = run_dir_for(cfg, run_dir)
-    rd.lock()
-    rd.clean_temporaries()
-    rd.write_config(cfg.to_yaml())
-    previous = rd.read_manifest()
-    done = rd.done_keys()
+    # From here on SIGTERM stops the run as Ctrl-C does, in every phase (loading, cells,
+    # aggregating), and whatever happens the manifest is brought up to date in `finally`.
+    with interrupts():
+        plan = make_plan(cfg)
+        units = make_units(cfg, plan)
+        rd = run_dir_for(cfg, run_dir)
+        rd.lock()
+        book = Ledger(rd, cfg, plan, units, backend)
+        status, extra = "failed", {}
+        try:
+            # Said on disk before anything else in the directory changes: a run killed with
+            # SIGKILL from here on leaves "running", never a stale "complete" (say, of the run
+            # that a scale or seed is being added to). The next run reconciles it.
+            book.start()
+            rd.clean_temporaries()
+            rd.write_config(cfg.to_yaml())
+            status, extra = _run_locked(cfg, plan, units, rd, book, backend, workers,
+                                        ray_address, max_failures, quiet, model, t0)
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except BaseException as e:
+            extra = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            raise
+        finally:
+            book.finish(status, extra)
+    return Run(rd.path)
+
+
+def _run_locked(cfg, plan, units, rd, book, backend, workers, ray_address, max_failures, quiet,
+                model, t0) -> tuple[str, dict]:
+    """Execute the cells still missing, then aggregate; returns the status and what the final
+    manifest says besides the ledger's own keys."""
+    done, previous = book.done_before, book.previous
     pending = [u for u in units if any(c.key not in done for c in u.cells)]
-    counts = {"total": sum(len(u.cells) for u in units),
-              "reused": sum(c.key in done for u in units for c in u.cells),
-              "computed": 0, "failed": 0}
-    if done and not counts["reused"] and previous.get("cell_format", 1) != CELL_FORMAT \
-            and not quiet:
+    for problem in book.unsound:
+        progress.console.print(f"notice: {rd.path / problem}; computing that cell again",
+                               highlight=False, soft_wrap=True)
+    on_disk = rd.done_keys()
+    if on_disk and not done and previous.get("cell_format", 1) != CELL_FORMAT and not quiet:
         progress.console.print(
-            f"note: {rd.path} holds {len(done)} cells of an older steer (cell format "
+            f"note: {rd.path} holds {len(on_disk)} cells of an older steer (cell format "
             f"{previous.get('cell_format', 1)}, now {CELL_FORMAT}); they are kept but not reused",
             highlight=False, soft_wrap=True)
     failures: list[dict] = []
-    base = {"name": cfg.name, "config_source": cfg.source, "backend": backend,
-            "cell_format": CELL_FORMAT, "history": previous.get("history", [])}
-
-    def visit(status: str) -> list[dict]:
-        return base["history"] + [{"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": status,
-                                   **counts}]
 
     def on_result(unit: Unit, status: str, payload: dict) -> None:
         # A unit always runs whole (so its batches are those of an uninterrupted run), but
@@ -91,13 +116,11 @@ def run(cfg: ExperimentConfig, *, run_dir: str | Path | None = None, backend: st
         if status == "ok":
             for cell in todo:
                 rd.write_cell(payload[cell.key])
-            counts["computed"] += len(todo)
             return
         for cell in todo:
             info = {**_cell_label(cell), **payload, "unit_cells": len(unit.cells)}
             rd.write_failure(cell.key, info)
             failures.append(info)
-        counts["failed"] = len(failures)
         if max_failures is not None and len(failures) >= max_failures:
             raise TooManyFailures(f"stopped after {len(failures)} failed cells "
                                   f"(--max-failures {max_failures})")
@@ -105,22 +128,12 @@ def run(cfg: ExperimentConfig, *, run_dir: str | Path | None = None, backend: st
     info = previous.get("worker") if not pending else None
     stopped_early = False
     t = time.perf_counter()
-    with _sigterm_interrupts():
-        try:
-            if pending or info is None:
-                info = _execute(cfg, plan, pending, on_result, quiet, model, backend,
-                                ray_address, workers)
-        except TooManyFailures:
-            stopped_early = True
-        except KeyboardInterrupt:
-            rd.write_manifest({**base, "status": "interrupted", "cells": counts,
-                               "history": visit("interrupted")})
-            raise
-        except BaseException as e:
-            rd.write_manifest({**base, "status": "failed", "error": f"{type(e).__name__}: {e}",
-                               "traceback": traceback.format_exc(), "cells": counts,
-                               "history": visit("failed")})
-            raise
+    try:
+        if pending or info is None:
+            info = _execute(cfg, plan, pending, on_result, quiet, model, backend, ray_address,
+                            workers)
+    except TooManyFailures:
+        stopped_early = True
     timings = {"execute": time.perf_counter() - t}
     if info is None:  # stopped before any worker reported
         info = previous.get("worker") or {}
@@ -128,35 +141,120 @@ def run(cfg: ExperimentConfig, *, run_dir: str | Path | None = None, backend: st
     stats = aggregate(cfg, plan, units, rd, info)
     timings["aggregate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    status = "complete" if not failures and not stopped_early else "incomplete"
+    # Complete means every cell of the plan is on disk, checked there, not inferred.
+    status = "complete" if book.all_done() and not stopped_early else "incomplete"
     now_done = rd.done_keys()
     rows_done = sum(u.rows for u in pending if all(c.key in now_done for c in u.cells))
     setup = sum(v for k, v in info.get("timings_s", {}).items() if k in ("load_model", "vectors"))
     rate = (max(timings["execute"] - setup, 0.0) / rows_done if rows_done
             else previous.get("seconds_per_row"))
-    rd.write_manifest({
-        **base, "status": status, "stopped_early": stopped_early, "worker": info,
+    return status, {
+        "stopped_early": stopped_early, "worker": info,
         "model": info.get("model"), "seeds": plan.seeds,
         "readout_layer": info.get("readout_layer"),
         "readout_emotions": info.get("readout_emotions"), "vectors": info.get("vectors"),
         "median_resid_norm": info.get("median_resid_norm"),
         "batch_size": info.get("batch_size"),
-        "n_conditions": len(plan.conditions), **stats, "cells": counts,
+        "n_conditions": len(plan.conditions), **stats,
         "seconds_per_row": rate,
         "timings_s": {**info.get("timings_s", {}),
                       **{k: round(v, 2) for k, v in timings.items()}},
-        "history": visit(status),
-    })
-    return Run(rd.path)
+    }
 
 
 def run_dir_for(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> RunDir:
-    return RunDir(Path(run_dir)) if run_dir else RunDir.open(cfg.output_dir, cfg.name)
+    """The run directory of `cfg`: `run_dir` if given, else `<output_dir>/<name>`, which must
+    lie inside `output_dir` (a RunDirError naming `name` otherwise)."""
+    if run_dir:
+        return RunDir(Path(run_dir))
+    try:
+        return RunDir.open(cfg.output_dir, cfg.name)
+    except RunDirError as e:
+        raise RunDirError(f"{cfg.source}: {e}") from None
+
+
+# ---------------------------------------------------------------- the manifest and signals
+
+# What a manifest written before the run ends keeps from the one before it: how the cells on
+# disk were made, which later runs reuse (not the tables' statistics, which the aggregation
+# rewrites).
+_CARRIED = ("worker", "model", "seeds", "readout_layer", "readout_emotions", "vectors",
+            "median_resid_norm", "batch_size", "seconds_per_row", "n_conditions")
+
+
+class Ledger:
+    """This run's entries in manifest.json. `start()` marks the directory running; `finish()`
+    writes how the run ended. Cell counts are always counted on disk when written (reused: the
+    plan's cells there at the start; computed: those added since; failed: the plan's cells with
+    a failure record and no result), so an interruption at any point leaves them true."""
+
+    def __init__(self, rd: RunDir, cfg: ExperimentConfig, plan: Plan, units: list[Unit],
+                 backend: str):
+        self.rd = rd
+        self.keys = {c.key for u in units for c in u.cells}
+        self.previous = rd.read_manifest()
+        self.done_before = rd.done_keys() & self.keys
+        self.unsound: list[str] = []
+        self.base = {"name": cfg.name, "config_source": cfg.source, "backend": backend,
+                     "cell_format": CELL_FORMAT, "seeds": plan.seeds,
+                     "n_conditions": len(plan.conditions)}
+        self.history = [dict(h) for h in self.previous.get("history", [])]
+        if self.previous.get("status") == "running" and self.history:
+            # We hold the lock, so the session that wrote "running" is gone: it was killed.
+            self.history[-1]["status"] = "killed"
+
+    def counts(self) -> dict[str, int]:
+        now = self.rd.done_keys() & self.keys
+        return {"total": len(self.keys), "reused": len(self.done_before),
+                "computed": len(now - self.done_before),
+                "failed": len((self.rd.failure_keys() & self.keys) - now)}
+
+    def all_done(self) -> bool:
+        return self.keys <= self.rd.done_keys()
+
+    def _manifest(self, status: str, extra: dict) -> dict:
+        counts = self.counts()
+        entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": status, **counts}
+        carried = {k: self.previous[k] for k in _CARRIED if k in self.previous}
+        return {**carried, **self.base, **extra, "status": status, "cells": counts,
+                "history": self.history + [entry]}
+
+    def start(self) -> None:
+        with deferred_signals():
+            self.rd.write_manifest(self._manifest("running", {}))
+        # Reconcile with the disk (now that the manifest no longer vouches for it): a cell that
+        # is not whole is set aside and computed again, never read into the results.
+        self.unsound = self.rd.set_aside_unsound_cells(self.keys)
+        self.done_before = self.rd.done_keys() & self.keys
+
+    def finish(self, status: str, extra: dict) -> None:
+        # Signals wait until the manifest is written (a second Ctrl-C cannot leave it stale).
+        with deferred_signals():
+            try:
+                self.rd.write_manifest(self._manifest(status, extra))
+            except WriteError:
+                if status in ("complete", "incomplete"):
+                    raise
+                # Already on the way out with an error (often this one: a full disk): the
+                # manifest keeps saying "running", which is true enough and never "complete".
 
 
 @contextmanager
-def _sigterm_interrupts():
-    """SIGTERM stops a run the way Ctrl-C does: finished cells are kept, the rest is not started."""
+def interrupts():
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, while the body runs: finished cells are
+    kept, the rest is not started, and `finally` blocks (the manifest's) run. A signal the
+    parent set to be ignored stays ignored; outside the main thread this does nothing.
+
+    Example:
+        >>> import os, signal
+        >>> try:
+        ...     with interrupts():
+        ...         os.kill(os.getpid(), signal.SIGTERM)
+        ...         time.sleep(5)  # cut short: the handler raises
+        ... except KeyboardInterrupt:
+        ...     print("stopped")
+        stopped
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -164,11 +262,35 @@ def _sigterm_interrupts():
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = signal.getsignal(signal.SIGTERM)
+    if old != signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        if old != signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def deferred_signals():
+    """Hold SIGINT and SIGTERM back while the body runs, then deliver them to the handlers that
+    were there before, so that a write that must happen is not cut short. (A signal mask would
+    not do: the kernel hands a process's signal to any thread not blocking it, and torch has
+    threads.) Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: held.append(signum))
+           for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(held):
+            signal.raise_signal(s)  # as if it came now: KeyboardInterrupt, or the default
 
 
 def _cell_label(cell) -> dict:
@@ -224,7 +346,7 @@ def aggregate(cfg: ExperimentConfig, plan: Plan, units: list[Unit], rd: RunDir, 
                     "task": cell.task, "item": s.item, "prompt": plan.prompts[cell.task][s.item],
                     "seed": s.seed, "vector": None if cond.is_unsteered else cond.vector,
                     "layer": None if cond.is_unsteered else cond.layer, "scale": cond.scale,
-                    **s.extra, "metrics": s.metrics})
+                    **s.extra, "nonfinite": s.nonfinite, "metrics": s.metrics})
                 # The unsteered model is reported under every vector and layer at scale 0.
                 targets = ([c for c in plan.conditions if c.is_unsteered] if cond.is_unsteered
                            else [cond])

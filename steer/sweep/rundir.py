@@ -5,6 +5,12 @@ truncated result behind.
 A run directory is `<output_dir>/<name>`: running the same config again reopens it, reuses the
 finished cells in `cells/` (one JSON file per cell, named by its key) and computes only what is
 missing. Failed cells leave `failures/<key>.json` (error and traceback) and are retried next time.
+
+Containment: the directory always lies inside `output_dir` (checked on the resolved path, so a
+bad name or a symlink cannot move it), an existing folder is used only if it is empty or already
+a run directory, and clean-up removes only the temporary files steer itself writes there. A write
+that fails (read-only or full disk, no permission) is one `WriteError`: `cannot write to <path>:
+<reason>`.
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ from __future__ import annotations
 import fcntl
 import json
 import platform
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -22,11 +31,25 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from steer.errors import InputError, RunLocked
+from steer.errors import InputError, RunDirError, RunLocked, WriteError
 from steer.io import TMP_SUFFIX, atomic_write, atomic_writer
 
+# What a run directory holds, so that clean-up and the "is this a run directory?" check know it.
+SUBDIRS = ("plots", "cells", "failures")
+MARKERS = ("manifest.json", ".lock", "cells")  # any one of them: a run directory
+# A temporary file of steer's atomic writer: `.<name>.<pid>.tmp` (steer.io.atomic_writer), for a
+# name that steer writes in that folder; nothing else is ever deleted.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.\d+" + re.escape(TMP_SUFFIX) + r"$")
+_WRITTEN = {
+    "": re.compile(r"^[\w.-]+\.(json|yaml|jsonl|parquet|csv|md|html)$"),
+    "cells": re.compile(r"^[0-9a-f]{20}\.json$"),
+    "failures": re.compile(r"^[0-9a-f]{20}\.json$"),
+    "plots": re.compile(r"^[\w.-]+\.png$"),
+}
+
 RESULT_COLUMNS = ["task", "item", "vector", "layer", "scale", "seed", "metric", "value"]
-SUMMARY_COLUMNS = ["task", "vector", "layer", "scale", "metric", "mean", "ci_low", "ci_high", "n"]
+SUMMARY_COLUMNS = ["task", "vector", "layer", "scale", "metric", "mean", "ci_low", "ci_high", "n",
+                   "n_nonfinite"]  # n: finite values averaged; n_nonfinite: NaN/inf left out
 
 
 def versions() -> dict[str, str]:
@@ -49,6 +72,38 @@ def git_sha() -> str | None:
         return None
 
 
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OS error while writing `path` into one WriteError line naming it and the reason
+    (ENOSPC, EROFS, EACCES, ...): a full or read-only disk is the user's to fix, not a bug."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteError(f"cannot write to {path}: {e.strerror or e}") from None
+
+
+def contained(output_dir: str | Path, name: str) -> Path:
+    """`output_dir / name`, checked to lie inside `output_dir` once both are resolved (so `..`,
+    an absolute name or a symlink pointing elsewhere cannot move the run directory out).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp())
+        >>> contained(out, "smoke") == out.resolve() / "smoke"
+        True
+        >>> contained(out, "..")
+        Traceback (most recent call last):
+        ...
+        steer.errors.RunDirError: name: got '..', expected a plain folder name ...
+    """
+    base = Path(output_dir).resolve()
+    path = (base / name).resolve()
+    if path == base or not path.is_relative_to(base):
+        raise RunDirError(f"name: got {name!r}, expected a plain folder name (the run directory "
+                          f"must lie inside output_dir {base}, not at {path})")
+    return path
+
+
 class RunDir:
     def __init__(self, path: Path):
         """A view of the directory; nothing is created until `lock()`, the writer's first step
@@ -58,15 +113,32 @@ class RunDir:
 
     @classmethod
     def open(cls, output_dir: str | Path, name: str) -> RunDir:
-        return cls(Path(output_dir) / name)
+        """`<output_dir>/<name>`, refused (RunDirError) unless it lies inside `output_dir`."""
+        return cls(contained(output_dir, name))
+
+    def is_run_dir(self) -> bool:
+        """Whether the folder is absent, empty, or one that steer made (so it may be written)."""
+        if not self.path.exists():
+            return True
+        if not self.path.is_dir():
+            return False
+        return any((self.path / m).exists() for m in MARKERS) or not any(self.path.iterdir())
 
     def lock(self) -> None:
         """Hold an exclusive lock on the directory for this process's lifetime (released by the
         OS if the process dies), so that two runs never write the same directory. Creates the
-        directory and its folders."""
-        for sub in ("plots", "cells", "failures"):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
-        f = open(self.path / ".lock", "w")
+        directory and its folders; refuses a folder that holds other things than a run (a
+        `--run-dir` pointed at the wrong place must not be written, nor cleaned up)."""
+        if not self.is_run_dir():
+            raise RunDirError(f"{self.path}: exists and is not a steer run directory (no "
+                              "manifest.json); choose an empty or new folder")
+        try:
+            for sub in SUBDIRS:
+                (self.path / sub).mkdir(parents=True, exist_ok=True)
+            f = open(self.path / ".lock", "w")
+        except OSError as e:
+            # Before any work: the output folder is the user's to fix (exit 2).
+            raise RunDirError(f"cannot write to {self.path}: {e.strerror or e}") from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -75,11 +147,30 @@ class RunDir:
         self._lock = f
 
     def clean_temporaries(self) -> int:
-        """Remove temporary files left by a process that was killed mid-write."""
+        """Remove temporary files left by a steer process that was killed mid-write: only
+        `.<name>.<pid>.tmp` files, directly in the run directory or its own folders, for a name
+        steer writes there. Never recursive, never through a symlink, never anything else.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> rd = RunDir(pathlib.Path(tempfile.mkdtemp()) / "r"); rd.lock()
+            >>> for name in (".manifest.json.12.tmp", "cells/.0123456789abcdef0123.json.7.tmp",
+            ...              ".other-program.tmp", "notes.tmp"):
+            ...     _ = (rd.path / name).write_text("x")
+            >>> rd.clean_temporaries(), sorted(p.name for p in rd.path.glob("*.tmp"))
+            (2, ['.other-program.tmp', 'notes.tmp'])
+        """
         n = 0
-        for p in self.path.rglob(f".*{TMP_SUFFIX}"):
-            p.unlink(missing_ok=True)
-            n += 1
+        for sub, written in _WRITTEN.items():
+            folder = self.path / sub
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            for p in folder.iterdir():
+                m = _TEMPORARY.match(p.name)
+                if m and written.match(m["name"]) and p.is_file() and not p.is_symlink():
+                    with writing(p):
+                        p.unlink(missing_ok=True)
+                    n += 1
         return n
 
     # ------------------------------------------------------------------ cells
@@ -92,15 +183,44 @@ class RunDir:
 
     def write_cell(self, payload: dict) -> None:
         key = payload["key"]
-        atomic_write(self.cell_path(key), json.dumps(payload, ensure_ascii=False))
-        (self.path / "failures" / f"{key}.json").unlink(missing_ok=True)
+        with writing(self.cell_path(key)):
+            atomic_write(self.cell_path(key), json.dumps(payload, ensure_ascii=False))
+            (self.path / "failures" / f"{key}.json").unlink(missing_ok=True)
 
     def read_cell(self, key: str) -> dict:
         return json.loads(self.cell_path(key).read_text(encoding="utf-8"))
 
+    def set_aside_unsound_cells(self, keys: set[str]) -> list[str]:
+        """Check every cell of `keys` on disk (whole JSON, its own key, a list of samples); one
+        that is not (a disk that filled up, a hand edit) is renamed `<key>.json.unsound`, so it
+        is computed again rather than read into the results. Returns the problems found.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> rd = RunDir(pathlib.Path(tempfile.mkdtemp()) / "r"); rd.lock()
+            >>> rd.write_cell({"key": "a" * 20, "samples": []})
+            >>> _ = rd.cell_path("b" * 20).write_text('{"key": "bbb')
+            >>> rd.set_aside_unsound_cells({"a" * 20, "b" * 20}), sorted(rd.done_keys())
+            (['cells/bbbbbbbbbbbbbbbbbbbb.json: not whole JSON'], ['aaaaaaaaaaaaaaaaaaaa'])
+        """
+        problems = []
+        for key in sorted(keys & self.done_keys()):
+            path = self.cell_path(key)
+            try:
+                payload = json.loads(path.read_text(encoding="utf-8"))
+                sound = (isinstance(payload, dict) and payload.get("key") == key
+                         and isinstance(payload.get("samples"), list))
+                why = "not a cell of this key"
+            except (OSError, UnicodeDecodeError, ValueError):
+                sound, why = False, "not whole JSON"
+            if not sound:
+                with writing(path):
+                    path.rename(path.with_name(path.name + ".unsound"))
+                problems.append(f"cells/{path.name}: {why}")
+        return problems
+
     def write_failure(self, key: str, info: dict) -> None:
-        atomic_write(self.path / "failures" / f"{key}.json",
-                          json.dumps(info, ensure_ascii=False, indent=1))
+        self._write(f"failures/{key}.json", json.dumps(info, ensure_ascii=False, indent=1))
 
     def failure_keys(self) -> set[str]:
         return {p.stem for p in (self.path / "failures").glob("*.json")}
@@ -116,36 +236,42 @@ class RunDir:
     def plots(self) -> Path:
         return self.path / "plots"
 
+    def _write(self, name: str, data: str) -> None:
+        with writing(self.path / name):
+            atomic_write(self.path / name, data)
+
     def write_config(self, yaml_text: str) -> None:
-        atomic_write(self.path / "config.yaml", yaml_text)
+        self._write("config.yaml", yaml_text)
 
     def write_manifest(self, manifest: dict) -> None:
         full = {"versions": versions(), "git_sha": git_sha(), "command": sys.argv, **manifest}
-        atomic_write(self.path / "manifest.json", json.dumps(full, indent=2, default=str))
+        self._write("manifest.json", json.dumps(full, indent=2, default=str))
 
     def write_samples(self, samples: list[dict]) -> None:
         lines = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
-        atomic_write(self.path / "samples.jsonl", lines)
+        self._write("samples.jsonl", lines)
 
     def write_results(self, df: pd.DataFrame) -> None:
-        with atomic_writer(self.path / "results.parquet") as tmp:
+        with writing(self.path / "results.parquet"), \
+                atomic_writer(self.path / "results.parquet") as tmp:
             df[RESULT_COLUMNS].to_parquet(tmp, index=False)
 
     def write_summary(self, df: pd.DataFrame) -> None:
-        atomic_write(self.path / "summary.csv", df[SUMMARY_COLUMNS].to_csv(index=False))
+        self._write("summary.csv", df[SUMMARY_COLUMNS].to_csv(index=False))
 
     def write_table(self, name: str, df: pd.DataFrame) -> None:
         """An extra CSV table (e.g. effects.csv, elo.csv) at the top of the run directory."""
-        atomic_write(self.path / name, df.to_csv(index=False))
+        self._write(name, df.to_csv(index=False))
 
     def write_report(self, markdown: str) -> None:
-        atomic_write(self.path / "report.md", markdown)
+        self._write("report.md", markdown)
 
     def write_plot(self, name: str, fig) -> str:
         """Save a matplotlib figure as plots/<name> (a PNG); returns the name."""
         from steer.io import save_figure
 
-        save_figure(fig, self.plots / name)
+        with writing(self.plots / name):
+            save_figure(fig, self.plots / name)
         return name
 
 
@@ -173,7 +299,9 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = ""
-    status: str = "unknown"  # complete | incomplete | failed | interrupted
+    # running (in progress, or killed: the next run reconciles it) | complete (every cell of
+    # the plan on disk) | incomplete | failed | interrupted
+    status: str = "unknown"
     error: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     git_sha: str | None = None
@@ -237,7 +365,7 @@ class Run:
 
     @cached_property
     def summary(self) -> pd.DataFrame:
-        """Per task, vector, layer, scale, metric: mean, ci_low, ci_high, n."""
+        """Per task, vector, layer, scale, metric: mean, ci_low, ci_high, n, n_nonfinite."""
         df = self._read("summary.csv", pd.read_csv)
         return df if not df.empty else pd.DataFrame(columns=SUMMARY_COLUMNS)
 

@@ -19,6 +19,7 @@ the task's config entry and the task itself:
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,11 +71,17 @@ class Sample:
     """One item under one condition and seed, with its metric values and anything else worth
     keeping (a reply's text, a classification); what every task's `run` returns.
 
+    `nonfinite` flags a sample whose computation went NaN/inf: set by the task (e.g. a reply cut
+    by non-finite logits) or found here in its metrics. Its values are kept as they are and
+    counted apart (`n_nonfinite` in the summary), never averaged in.
+
     Example:
         >>> import steer
         >>> s = steer.Sample(0, 0, steer.UNSTEERED, {"p_x": 0.5}, {"text": "hi"})
         >>> s.to_json()
         {'item': 0, 'seed': 0, 'metrics': {'p_x': 0.5}, 'extra': {'text': 'hi'}}
+        >>> steer.Sample(0, 0, steer.UNSTEERED, {"p_x": float("nan")}).to_json()["nonfinite"]
+        True
     """
 
     item: int
@@ -82,14 +89,35 @@ class Sample:
     cond: Condition
     metrics: dict[str, float]
     extra: dict = field(default_factory=dict)
+    nonfinite: bool = False
+
+    def __post_init__(self):
+        self.nonfinite = bool(self.nonfinite) or not all(map(is_finite, self.metrics.values()))
 
     def to_json(self) -> dict:
-        return {"item": self.item, "seed": self.seed, "metrics": self.metrics,
-                "extra": self.extra}
+        d = {"item": self.item, "seed": self.seed, "metrics": self.metrics, "extra": self.extra}
+        if self.nonfinite:  # only when set: cells of finite runs stay as they were
+            d["nonfinite"] = True
+        return d
 
     @staticmethod
     def from_json(d: dict, cond: Condition) -> Sample:
-        return Sample(d["item"], d["seed"], cond, d["metrics"], d.get("extra", {}))
+        return Sample(d["item"], d["seed"], cond, d["metrics"], d.get("extra", {}),
+                      nonfinite=d.get("nonfinite", False))
+
+
+def is_finite(value) -> bool:
+    """Whether a metric value is a finite number (None, NaN, inf and non-numbers are not).
+
+    Example:
+        >>> from steer.tasks.base import is_finite
+        >>> is_finite(0.5), is_finite(float("inf")), is_finite(None)
+        (True, False, False)
+    """
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def row_seed(*parts) -> int:

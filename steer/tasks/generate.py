@@ -5,11 +5,15 @@ Metrics per reply (those named in the config's `metrics`): `readout.<emotion>` (
 projection of the re-read reply's residual activations at the read-out layer on each unit
 vector, in units of the median norm), `sentiment` (VADER compound), `perplexity` of the reply
 given the prompt, and `repetition` (share of repeated token 3-grams).
+
+A reply cut short by non-finite logits (an exploding condition) is not a reply of that
+condition: its sample keeps the text so far, is flagged `nonfinite`, and every metric is NaN.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 from steer.tasks.base import Condition, Context, Sample
@@ -35,7 +39,10 @@ class GenerateSpec(PromptTask):
                              dataclasses.replace(ctx.sampling, stop_ids=[]), ctx.batch_size)
         scores = [None] * len(gens)
         if {"readout", "perplexity"} & set(ctx.metrics):
-            scores = score(model, [(x.prompt_ids, x.ids) for x in gens], ctx.vectors,
+            # a cut reply is not re-read (an empty completion scores NaN without a pass), so
+            # the other rows' re-read batches are exactly those of a run without it
+            scores = score(model, [(x.prompt_ids, [] if x.nonfinite else x.ids) for x in gens],
+                           ctx.vectors,
                            ctx.readout_layer,
                            ctx.emotions if "readout" in ctx.metrics else (), ctx.batch_size)
         out = []
@@ -49,7 +56,9 @@ class GenerateSpec(PromptTask):
                 metrics["perplexity"] = sc.perplexity
             if "repetition" in ctx.metrics:
                 metrics["repetition"] = repetition(gen.ids)
+            if gen.nonfinite:
+                metrics = dict.fromkeys(metrics, math.nan)
             out.append(Sample(item, seed, cond, metrics,
                               {"text": gen.text, "n_tokens": len(gen.ids),
-                               "stopped": gen.stopped}))
+                               "stopped": gen.stopped}, nonfinite=gen.nonfinite))
         return out

@@ -65,6 +65,13 @@ def bradley_terry(n: int, pairs: list[tuple[int, int]], p_first: list[float],
     return 1000 + 400 / math.log(10) * (logs - logs.mean())
 
 
+def _p_first(lp_a: float, lp_b: float) -> float:
+    """P(A) normalized over the two letters; NaN when either log-probability is NaN, and no
+    OverflowError (which would fail every condition of the unit) when B is far likelier."""
+    d = lp_b - lp_a
+    return 0.0 if d > 700 else 1 / (1 + math.exp(d))
+
+
 class PreferenceSpec(SuiteTask):
     """Pairs of activities, "I prefer (" prefilled; Elo per activity. `pairs`: all, or about
     that many opponents per activity."""
@@ -117,7 +124,7 @@ class PreferenceSpec(SuiteTask):
                                       ctx.batch_size, adv)
         p_first: dict = {}
         for (k, flipped, cond), lp in zip(keys, lps):
-            pa = 1 / (1 + math.exp(lp[1] - lp[0]))  # P(A) normalized over the two letters
+            pa = _p_first(lp[0], lp[1])
             p_first.setdefault(cond, [0.0] * len(pairs))[k] += (1 - pa if flipped else pa) / 2
         # read-outs of each activity's text by the unsteered model, for the Elo correlation
         reads = []
