@@ -135,9 +135,10 @@ def _seccomp_filter() -> bytes | None:
         return None
 
 
-def _ro_binds() -> list[str]:
+@lru_cache(maxsize=1)
+def _ro_binds() -> tuple[str, ...]:
     """Read-only binds: shared libraries, the interpreter, its libpython, the standard
-    library with site-packages masked."""
+    library with site-packages masked (the same for every call: worked out once)."""
     args: list[str] = []
     for d in ("/usr/lib", "/usr/lib64", "/usr/lib32"):
         if os.path.isdir(d):
@@ -162,7 +163,7 @@ def _ro_binds() -> list[str]:
         for sub in ("site-packages", "dist-packages"):
             if os.path.isdir(os.path.join(p, sub)):
                 args += ["--tmpfs", os.path.join(p, sub), "--remount-ro", os.path.join(p, sub)]
-    return args
+    return tuple(args)
 
 
 def _command(limits: Limits, seccomp_fd: int | None) -> list[str]:
