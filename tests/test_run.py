@@ -29,8 +29,8 @@ def test_smoke_run_writes_the_whole_run_directory(tmp_path):
     assert len(manifest["model"]["fingerprint"]) == 16
 
     samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
-    # 2 vectors + 2 random x 2 nonzero scales + 1 shared baseline = 9, x 3 prompts x 2 seeds
-    assert len(samples) == manifest["n_samples"] == 54
+    # 2 vectors + 2 random x 2 nonzero scales + 1 shared baseline = 9, x 8 prompts x 2 seeds
+    assert len(samples) == manifest["n_samples"] == 144
     assert all(isinstance(s["text"], str) for s in samples)
 
     results = pd.read_parquet(run / "results.parquet")
@@ -40,14 +40,23 @@ def test_smoke_run_writes_the_whole_run_directory(tmp_path):
     # the baseline sample is reported under every vector at scale 0
     base = results[(results.scale == 0) & (results.metric == "sentiment")]
     assert set(base.vector) == {"desperate", "calm", "random-0", "random-1"}
-    assert len(base) == 4 * 3 * 2
+    assert len(base) == 4 * 8 * 2
 
     summary = pd.read_csv(run / "summary.csv")
     assert list(summary.columns) == SUMMARY_COLUMNS
     assert "random" in set(summary.vector)  # pooled random control
     ok = summary.dropna(subset=["mean"])
     assert ((ok.ci_low <= ok["mean"] + 1e-9) & (ok["mean"] <= ok.ci_high + 1e-9)).all()
-    assert set(summary.n[summary.vector == "desperate"]) == {6}
+    assert set(summary.n[summary.vector == "desperate"]) == {16}
+
+    # random weights: nothing may be called an effect, with every steered metric tested
+    eff = pd.read_csv(run / "effects.csv")
+    counts = eff.verdict.value_counts().to_dict()
+    n_metrics = results.metric.nunique()
+    assert counts == {"no effect": 2 * n_metrics, "control": 3 * n_metrics}, counts
+    assert (eff.m == 2 * n_metrics).all()
+    assert "Bonferroni across the m = " in (run / "report.md").read_text()
+    assert "no effect" in res.stderr and "beyond random" not in res.stderr
 
     plots = sorted(p.name for p in (run / "plots").glob("*.png"))
     assert "stress__sentiment.png" in plots and "stress__readout_desperate.png" in plots
@@ -132,7 +141,8 @@ def test_behaviour_tasks_run_end_to_end_through_the_cli(tmp_path):
     assert all(len(s["attempts"]) == s["metrics"]["attempts_used"] for s in code_samples)
     eff = pd.read_csv(run / "effects.csv")
     assert {"p_bm", "hack_rate", "elo.positive"} <= set(eff.metric)
-    assert {"slope", "slope_low", "slope_high", "p_top", "exceeds_random"} <= set(eff.columns)
+    assert {"slope", "slope_low", "slope_high", "p_top", "verdict", "m"} <= set(eff.columns)
+    assert set(eff.verdict) <= {"too few items", "control"}  # 2 to 6 items per task
     assert (run / "elo_prefs.csv").is_file() and (run / "elo_readout_prefs.csv").is_file()
     report = (run / "report.md").read_text()
     assert "Behaviour: dose-response slopes" in report and "Preferences (prefs)" in report
@@ -147,4 +157,4 @@ def test_generation_decode_static_reaches_the_model(tmp_path):
     run = next(tmp_path.iterdir())
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["model"]["kv_cache"] == "static"
-    assert manifest["status"] == "complete" and manifest["n_samples"] == 54
+    assert manifest["status"] == "complete" and manifest["n_samples"] == 144

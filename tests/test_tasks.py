@@ -217,7 +217,7 @@ def test_effects_flag_a_real_slope_and_not_a_random_one():
                                       "metric", "value"])
     eff = effects(res).set_index("vector")
     assert eff.loc["desperate", "slope"] == pytest.approx(1.0, abs=0.05)
-    assert bool(eff.loc["desperate", "exceeds_random"]) is True
+    assert eff.loc["desperate", "verdict"] == "effect"
     assert eff.loc["desperate", "p_top"] < 0.001
-    assert bool(eff.loc["calm", "exceeds_random"]) is False
+    assert eff.loc["calm", "verdict"] == "no effect"
     assert eff.loc["random", "n_items"] == 60  # pooled: every (item, direction)

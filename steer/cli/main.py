@@ -107,6 +107,8 @@ def _print_plan(cfg: steer.ExperimentConfig, run_dir):
     typer.echo(f"{cfg.name} on {cfg.model.name}: {w.conditions} conditions "
                f"({w.computations} distinct computations), {w.seeds} seeds")
     typer.echo(f"  run directory: {w.run_dir}")
+    if w.note:
+        typer.echo(f"  {w.note}")
     typer.echo(f"  cells: {w.cells} in all, {w.done} done, {w.pending_cells} to run"
                + (f" ({w.failed_before} failed before)" if w.failed_before else ""))
     for task, n in w.by_task.items():
@@ -134,6 +136,11 @@ def _run_one(cfg, quiet, backend, ray_address, workers, max_failures, run_dir) -
     if not quiet and not result.summary.empty:
         vectors = list(cfg.steering.vectors) if cfg.steering else []
         for table in terminal_tables(result.summary, result.effects, vectors):
+            console.print(table)
+        from steer.results.flags import terminal_flags
+        from steer.results.tables import headline_metrics
+
+        for table in terminal_flags(result, headline_metrics(result.summary, vectors)):
             console.print(table)
     failures = result.failures
     for f in failures[:10]:
@@ -163,6 +170,71 @@ def validate(config: Annotated[str, typer.Argument(metavar="CONFIG", help="Exper
         w = steer.plan_work(sub)
         typer.echo(f"# {sub.name}: {w.conditions} conditions ({w.computations} distinct "
                    f"computations) x {w.items} prompts x {w.seeds} seeds = {w.samples} samples")
+
+
+@app.command()
+def calibrate(config: Annotated[str, typer.Argument(metavar="CONFIG",
+                                                    help="Experiment YAML file.")],
+              layers: Annotated[str | None, typer.Option(
+                  help="Candidate layers, comma-separated (default: the config's "
+                  "steering.layers).")] = None,
+              scales: Annotated[str | None, typer.Option(
+                  help="Candidate scale magnitudes, comma-separated; both signs are tried "
+                  "(default: 0.05,0.1,0.15,0.2,0.3,0.4,0.6).")] = None,
+              prompts: Annotated[int | None, typer.Option(
+                  help="How many built-in calibration prompts to reply to (1-16, default 8)."
+              )] = None,
+              set_: SetOpt = None,
+              quiet: QuietOpt = False):
+    """Find the layer and the largest steering scale at which replies stay fluent: the
+    config's vectors and a random control at each candidate layer x scale, against the
+    unsteered model. Writes calibration.csv, .json and .png into
+    <output_dir>/<name>/calibration/ and prints that folder last.
+
+    Example: steer calibrate configs/desperation.yaml --layers 8,12,16 --scales 0.05,0.1,0.2
+    """
+    import time
+
+    from steer.progress import console
+    from steer.sweep.autoscale import calibrate_into_run_dir, parse_numbers
+
+    t0 = time.perf_counter()
+    grid = {"layers": parse_numbers(layers, "--layers", int) if layers is not None else None,
+            "scales": parse_numbers(scales, "--scales", float) if scales is not None else None,
+            "n_prompts": prompts}
+    for cfg in _load(config, set_).per_model():
+        cal, folder = calibrate_into_run_dir(cfg, quiet=quiet, **grid)
+        console.print(_calibration_table(cal.table))
+        rec = cal.recommendation
+        if rec["layer"] is None:
+            console.print(f"[bold red]no recommendation[/]: {rec.get('note', '')}",
+                          highlight=False)
+        else:
+            shifts = ", ".join(f"{v} {x:+.3f}" for v, x in rec["readout_shift_per_unit"].items())
+            console.print(f"[bold]recommended[/]: layer {rec['layer']}, scale up to "
+                          f"+-{rec['scale']:g} (read-out shift per unit of scale at layer "
+                          f"{rec['readout_layer']}: {shifts})", highlight=False)
+            if rec.get("note"):
+                console.print(f"note: {rec['note']}", highlight=False)
+        console.print(f"rule: {rec['rule']}", highlight=False, style="dim")
+        console.print(f"took {time.perf_counter() - t0:.0f} s", highlight=False)
+        typer.echo(str(folder))
+
+
+def _calibration_table(table):
+    from rich.table import Table
+
+    out = Table("layer", "scale", "vector", "ppl x", "rep.", "random rep.", "shift/unit",
+                "fluent", title="calibration (full reasons in calibration.csv)")
+    for r in table.itertuples(index=False):
+        shift = "" if r.readout_shift_per_unit != r.readout_shift_per_unit \
+            else f"{r.readout_shift_per_unit:+.3f}"
+        why = [w for w, word in (("ppl", "perplexity"), ("rep.", "repetition"),
+                                 ("non-finite", "non-finite")) if word in str(r.reason)]
+        out.add_row(str(r.layer), f"{r.scale:+g}", r.vector, f"{r.ppl_ratio:.2f}",
+                    f"{r.repetition:.3f}", f"{r.random_repetition:.3f}", shift,
+                    "yes" if r.fluent else f"[red]no[/] ({', '.join(why)})")
+    return out
 
 
 def _register_subcommands():

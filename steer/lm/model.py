@@ -84,6 +84,21 @@ class SteerModel:
         msgs = ([{"role": "system", "content": system}] if system else []) + list(messages)
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
+    @property
+    def default_system_prompt(self) -> str | None:
+        """The system prompt the chat template adds when none is given (SmolLM2's names the
+        model), or None when it adds none."""
+        if not self.has_chat_template:
+            return None
+        marker, user = "\x1fSYSTEM\x1f", "\x1fUSER\x1f"
+        plain = self.format_messages([{"role": "user", "content": user}])
+        marked = self.format_messages([{"role": "user", "content": user}], marker)
+        head, _, tail = marked.partition(marker)
+        if not (plain.startswith(head) and tail and tail in plain[len(head):]):
+            return None
+        text = plain[len(head):plain.index(tail, len(head))]
+        return text or None
+
     def user_offset(self, user: str, system: str | None = None) -> int:
         """Tokens before the user's message in the formatted prompt (system prompt, headers)."""
         full = self.format_prompt(user, system)

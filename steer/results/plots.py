@@ -24,6 +24,9 @@ def _pyplot():
     return plt
 
 
+PROMPTED = "prompt:"  # instructed conditions' vector names (steer.tasks.base.PROMPTED)
+
+
 def dose_response_plots(summary: pd.DataFrame, vectors: list[str]) -> list[tuple[str, Figure]]:
     """One figure per (task, headline metric), named `<task>__<metric>.png`: mean vs scale per
     vector with CI bands, and the random-direction control as a grey band."""
@@ -38,9 +41,17 @@ def dose_response_plots(summary: pd.DataFrame, vectors: list[str]) -> list[tuple
             if sub.empty:
                 continue
             fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+            lo_x, hi_x = float(sub.scale.min()), float(sub.scale.max())
             for (vec, layer), g in sub.groupby(["vector", "layer"]):
                 g = g.sort_values("scale")
                 is_random = vec.startswith("random")
+                if vec.startswith(PROMPTED):  # the prompting baseline: a level, not a curve
+                    r = g.iloc[0]
+                    line = ax.axhline(r["mean"], ls=":", lw=1.2,
+                                      label=f"instructed {vec[len(PROMPTED):]} (95% CI)")
+                    ax.fill_between([lo_x, hi_x], r.ci_low, r.ci_high, alpha=0.12,
+                                    color=line.get_color())
+                    continue
                 if is_random and vec != (random_name or vec):
                     continue
                 if is_random:
@@ -107,4 +118,68 @@ def trace_heatmap(trace: pd.DataFrame, title: str) -> Figure:
     fig.colorbar(im, ax=ax, label="read-out (fraction of median norm)")
     ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def calibration_plot(table: pd.DataFrame, recommendation: dict | None = None) -> Figure:
+    """A calibration (steer.sweep.calibrate) as heatmaps, one per vector (the random controls
+    last): layers x signed scales, coloured by the perplexity ratio of the replies (steered /
+    unsteered, log scale), each cell labelled with it; hatched cells are not fluent, and stars
+    mark the recommended layer at +-scale.
+
+    Example:
+        >>> import pandas as pd
+        >>> t = pd.DataFrame([(L, s, v, 1 + abs(s), abs(s) < 0.3) for L in (8, 12)
+        ...                   for s in (-0.4, -0.2, 0.2, 0.4) for v in ("calm", "random-0")],
+        ...                  columns=["layer", "scale", "vector", "ppl_ratio", "fluent"])
+        >>> fig = calibration_plot(t, {"layer": 12, "scale": 0.2})
+        >>> [ax.get_title() for ax in fig.axes[:2]]
+        ['+calm', 'random-0 (control)']
+    """
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    from matplotlib.patches import Rectangle
+
+    plt = _pyplot()
+    vectors = list(dict.fromkeys(table.vector))
+    vectors.sort(key=lambda v: v.startswith("random"))  # stable: the controls go last
+    layers = sorted(set(table.layer))
+    scales = sorted(set(table.scale))
+    ratios = table.ppl_ratio.to_numpy(dtype=float)
+    top = float(np.nanmax(ratios)) if np.isfinite(ratios).any() else 1.0
+    norm = LogNorm(vmin=0.8, vmax=max(3.0, top))
+    size = (2.5 + 0.6 * len(scales), 0.8 + len(vectors) * (1 + 0.4 * len(layers)))
+    fig, axes = plt.subplots(len(vectors), 1, figsize=size, dpi=110, squeeze=False,
+                             layout="constrained")
+    axes = axes[:, 0]
+    rec = recommendation or {}
+    for ax, vec in zip(axes, vectors):
+        sub = table[table.vector == vec].set_index(["layer", "scale"])
+        grid = np.full((len(layers), len(scales)), np.nan)
+        for (L, s), row in sub.iterrows():
+            i, j = layers.index(L), scales.index(s)
+            grid[i, j] = row.ppl_ratio
+            ax.text(j, i, f"{row.ppl_ratio:.2f}", ha="center", va="center", fontsize=7)
+            if not bool(row.fluent):
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
+                                       edgecolor="0.25", lw=0))
+        im = ax.imshow(np.clip(grid, norm.vmin, None), cmap="YlOrRd", norm=norm, aspect="auto")
+        if rec.get("layer") in layers and not vec.startswith("random"):
+            for s in (-rec["scale"], rec["scale"]):
+                if s in scales:
+                    ax.plot(scales.index(s) + 0.3, layers.index(rec["layer"]) - 0.25,
+                            marker="*", ms=11, color="tab:blue", markeredgecolor="white",
+                            ls="none")
+        ax.set_xticks(range(len(scales)), [f"{s:g}" for s in scales], rotation=45, fontsize=8)
+        ax.set_yticks(range(len(layers)), [str(L) for L in layers])
+        ax.set_xlabel("scale (fraction of the median residual norm)", fontsize=8)
+        ax.set_ylabel("layer")
+        ax.set_title(f"{vec} (control)" if vec.startswith("random") else f"+{vec}")
+    bar = fig.colorbar(im, ax=list(axes), label="perplexity ratio (steered / unsteered)")
+    ticks = [t for t in (0.8, 1, 1.5, 2, 3, 10, 100, 1000) if t <= norm.vmax]
+    bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+    bar.minorticks_off()
+    star = (f"; star: recommended (layer {rec['layer']}, scale +-{rec['scale']:g})"
+            if rec.get("layer") is not None else "; no fluent scale found")
+    fig.suptitle("Calibration: hatched = not fluent" + star, fontsize=9)
     return fig

@@ -6,25 +6,24 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from steer.results.tables import headline_metrics, is_behaviour, trends
+from steer.results.stats import EFFECT, VERDICTS, is_control, verdict_notes, verdict_rule
+from steer.results.tables import headline_metrics, is_behaviour, trends, trends_note
 
 
 def effects_table(eff: pd.DataFrame, metrics: list[str]) -> Table:
-    table = Table(title="dose-response slope per unit scale (95% CI), vs the random control",
+    """The slopes of `metrics` (per unit of scale, 95% bootstrap CI), the random control's
+    slope and each row's verdict (steer.results.stats.assign_verdicts)."""
+    table = Table(title="dose-response slope per unit scale [95% CI], random control, verdict",
                   title_style="bold")
-    for col in ("task", "vector", "metric", "slope [95% CI]", "random slope CI",
-                "diff @top (p)", "exceeds random"):
-        table.add_column(col, justify="left" if col in ("task", "vector", "metric") else "right")
+    for col in ("task", "vector", "metric", "slope [95% CI]", "random", "verdict"):
+        table.add_column(col, justify="right" if col in ("slope [95% CI]", "random") else "left")
     if eff.empty:
         return table
-    for r in eff[eff.metric.isin(metrics) & ~eff.vector.str.startswith("random")].itertuples():
-        diff = (f"{r.diff_top:+.3g} (p={r.p_top:.2g})" if pd.notna(getattr(r, "diff_top", None))
-                else "")
-        rnd = ("" if pd.isna(r.random_slope_low)
-               else f"[{r.random_slope_low:+.3g}, {r.random_slope_high:+.3g}]")
-        flag = "" if pd.isna(r.exceeds_random) else ("yes" if bool(r.exceeds_random) else "no")
+    for r in eff[eff.metric.isin(metrics) & ~eff.vector.map(is_control)].itertuples():
+        rnd = "" if pd.isna(r.random_slope) else f"{r.random_slope:+.3g}"
         table.add_row(r.task, f"{r.vector} (L{r.layer})", r.metric,
-                      f"{r.slope:+.3g} [{r.slope_low:+.3g}, {r.slope_high:+.3g}]", rnd, diff, flag)
+                      f"{r.slope:+.3g} [{r.slope_low:+.3g}, {r.slope_high:+.3g}]", rnd,
+                      str(r.verdict))
     return table
 
 
@@ -32,16 +31,30 @@ def terminal_tables(summary: pd.DataFrame, eff: pd.DataFrame, vectors: list[str]
                     ) -> list[Table | Text]:
     """What `steer run` prints at the end: the summary (and a line saying how many values were
     non-finite, if any were), and when steering, the trends and the behaviour metrics' slopes
-    against the random control."""
+    with their verdicts, the rule that reached them, and why verdicts are missing if they are.
+
+    Example:
+        >>> import pandas as pd
+        >>> from steer.results.report import terminal_tables
+        >>> s = pd.DataFrame({"task": "t", "vector": "joy", "layer": 2, "metric": "sentiment",
+        ...                   "scale": [0.0, 0.2], "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+        ...                   "n": 3, "n_nonfinite": 0})
+        >>> [str(t) for t in terminal_tables(s, pd.DataFrame(), ["joy"])[1:]]
+        ['No trends: the run has 2 scales (0, 0.2); a trend against scale needs 3 or more.']
+    """
     tables: list[Table | Text] = [summary_table(summary, vectors)]
     note = nonfinite_note(summary)
     if note:
         tables.append(Text(note, style="yellow"))
     if vectors:
-        tables.append(trends_table(summary, vectors))
+        why = trends_note(summary, vectors)
+        tables.append(Text(why) if why else trends_table(summary, vectors, eff))
         beh = [m for m in headline_metrics(summary, vectors) if is_behaviour(m)]
         if not eff.empty and beh:
             tables.append(effects_table(eff, beh))
+        if not eff.empty and "m" in eff:
+            tables.append(Text(verdict_rule(int(eff.m.iloc[0])).replace("`", ""), style="dim"))
+        tables += [Text(line, style="yellow") for line in verdict_notes(eff)]
     return tables
 
 
@@ -107,24 +120,76 @@ def summary_table(summary: pd.DataFrame, vectors: list[str]) -> Table:
     return table
 
 
-def trends_table(summary: pd.DataFrame, vectors: list[str]) -> Table:
-    tr = trends(summary, vectors)
+def trends_table(summary: pd.DataFrame, vectors: list[str], eff: pd.DataFrame | None = None
+                 ) -> Table:
+    """Rho of each headline metric against scale, its lowest- and highest-scale means, and the
+    verdict of its effects row."""
+    tr = trends(summary, vectors, eff)
     table = Table(title="trend against scale", title_style="bold")
-    for col in ("vector", "metric", "rho", "lowest", "highest", "beyond random CI"):
-        table.add_column(col, justify="left" if col in ("vector", "metric") else "right")
+    for col in ("vector", "metric", "rho", "lowest", "highest", "verdict"):
+        table.add_column(col, justify="left" if col in ("vector", "metric", "verdict")
+                         else "right")
     for r in tr.itertuples():
-        beyond = "" if r.beyond_random_ci is None else ("yes" if r.beyond_random_ci else "no")
         table.add_row(f"{r.vector} (L{r.layer})", r.metric, f"{r.rho:+.2f}", f"{r.at_lowest:.3g}",
-                      f"{r.at_highest:.3g}", beyond)
+                      f"{r.at_highest:.3g}", r.verdict)
     return table
+
+
+def verdict_lines(eff: pd.DataFrame | None) -> list[str]:
+    """report.md's verdict section: the rule, the counts by label, why verdicts are missing
+    (if they are), and the rows called `effect`.
+
+    Example:
+        >>> import pandas as pd
+        >>> from steer.results.report import verdict_lines
+        >>> eff = pd.DataFrame({"task": "t", "vector": ["joy", "random"], "layer": 2,
+        ...                     "metric": "m", "slope": [1.0, 0.0], "slope_low": [0.8, -0.1],
+        ...                     "slope_high": [1.2, 0.1], "random_slope": [0.0, None],
+        ...                     "n_items": [20, 40], "m": 1, "verdict": ["effect", "control"]})
+        >>> verdict_lines(eff)[5]
+        'Verdicts of the 1 steered row (task x vector x layer x metric): 1 effect.'
+    """
+    if eff is None or eff.empty or "verdict" not in eff:
+        return []
+    tested = eff[~eff.vector.map(is_control)]
+    counts = tested.verdict.value_counts()
+    m = int(eff.m.iloc[0])
+    summary = ", ".join(f"{int(counts[k])} {k}" for k in VERDICTS if counts.get(k, 0))
+    lines = ["", "## Verdicts", "", verdict_rule(m), "",
+             f"Verdicts of the {len(tested)} steered row{'s' if len(tested) != 1 else ''} "
+             f"(task x vector x layer x metric): {summary}."]
+    lines += [f"- {n}" for n in verdict_notes(eff)]
+    hits = tested[tested.verdict == EFFECT]
+    if not hits.empty:
+        lines += ["", "Rows called `effect`:", "", _markdown(_slopes(hits.head(40)))]
+        if len(hits) > 40:
+            lines.append(f"({len(hits) - 40} more in effects.csv)")
+    return lines
+
+
+def _slopes(eff: pd.DataFrame) -> pd.DataFrame:
+    """Slope [95% CI], the random control's slope and the verdict, one row per effects row."""
+    return pd.DataFrame({
+        "task": eff.task, "vector": eff.vector, "layer": eff.layer, "metric": eff.metric,
+        "n": eff.n_items,
+        "slope [95% CI]": [f"{r.slope:+.3g} [{r.slope_low:+.3g}, {r.slope_high:+.3g}]"
+                           for r in eff.itertuples()],
+        "random slope": [("" if pd.isna(x) else f"{x:+.3g}") for x in eff.random_slope],
+        "verdict": eff.verdict})
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    return (frame.to_markdown(index=False, floatfmt=".3f") if _has_tabulate()
+            else "```\n" + frame.to_string(index=False) + "\n```")
 
 
 def report_markdown(cfg, summary: pd.DataFrame, plots: list[str],
                     eff: pd.DataFrame | None = None, extra: list[str] | None = None) -> str:
-    """report.md: the question, trends, behaviour slopes, each task's own sections, plots."""
+    """report.md: the question, trends, verdicts, behaviour slopes, each task's own sections,
+    plots."""
     st = cfg.steering
     vectors = list(st.vectors) if st else []
-    tr = trends(summary, vectors)
+    tr = trends(summary, vectors, eff)
     how = (f"steering at layers {st.layers}, scales {st.scales}, positions `{st.positions}`, "
            f"{st.random_controls} random control direction(s)" if st else "no steering")
     note = nonfinite_note(summary)
@@ -132,26 +197,28 @@ def report_markdown(cfg, summary: pd.DataFrame, plots: list[str],
              f"Model `{cfg.model.name}`; {how}; seeds {cfg.seeds}.",
              *(["", f"**Non-finite values**: {note}."] if note else []),
              "", "## Trends", "",
-             "Spearman rho of each condition mean against scale; `beyond_random_ci`: the "
-             "highest-scale mean lies outside the random control's 95% CI at that scale.", ""]
+             "Spearman rho of each condition mean against scale, the means at the lowest and "
+             "highest scale, and the verdict of the metric's slope (see Verdicts).", ""]
     if not tr.empty:
-        lines.append(tr.to_markdown(index=False, floatfmt=".3f") if _has_tabulate()
-                     else "```\n" + tr.to_string(index=False) + "\n```")
+        lines.append(_markdown(tr))
+    elif vectors:
+        lines.append(trends_note(summary, vectors) or "")
+    lines += verdict_lines(eff)
     if eff is not None and not eff.empty:
-        beh = eff[eff.metric.map(is_behaviour)]
+        beh = eff[eff.metric.map(is_behaviour) & ~eff.vector.map(is_control)]
         if not beh.empty:
             lines += ["", "## Behaviour: dose-response slopes", "",
                       "Slope of each behaviour metric against scale (per unit of scale, i.e. per "
                       "1.0 x the median residual norm) with a 95% cluster-bootstrap CI over "
-                      "items; `diff_top`/`diff_bottom`: difference from the unsteered model at "
-                      "the largest / most negative scale, with sign-flip permutation p-values; "
-                      "`exceeds_random`: the slope's CI does not overlap the random-direction "
-                      "control's.", "", "```",
-                      beh.round(4).to_string(index=False), "```"]
+                      "items, the pooled random-direction control's slope, and the verdict. "
+                      "effects.csv also holds the Bonferroni-adjusted intervals behind the "
+                      "verdict and the difference from the unsteered model at the extreme "
+                      "scales (`diff_top`/`diff_bottom`, sign-flip permutation p-values).", "",
+                      _markdown(_slopes(beh))]
     lines += extra or []
     lines += ["", "## Plots", ""] + [f"![{p.removesuffix('.png')}](plots/{p})" for p in plots]
-    lines += ["", "Full numbers: `summary.csv` (per condition), `results.parquet` (per sample), "
-              "`samples.jsonl` (texts).", ""]
+    lines += ["", "Full numbers: `summary.csv` (per condition), `effects.csv` (slopes and "
+              "verdicts), `results.parquet` (per sample), `samples.jsonl` (texts).", ""]
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from steer.errors import ConfigError, TaskConfigError
 from steer.lm.load import EMBEDDED, GEMMA, hub_model_error, known_layer_count
 from steer.sweep.config import ExperimentConfig
+from steer.sweep.plan import AUTO_FRACTIONS
 
 # Cells a plan may hold: (vectors + random controls) x layers x scales x seeds x tasks. Far
 # above any sweep that finishes (the shipped desperation.yaml has 60); a typo such as 10**6
@@ -62,8 +63,11 @@ def check_plan_size(cfg: ExperimentConfig, source: str) -> None:
     factors = {"tasks": len(cfg.tasks), "seeds": len(cfg.seeds)}
     s = cfg.steering
     if s is not None:
-        factors.update({"steering.vectors": len(s.vectors) + s.random_controls,
-                        "steering.layers": len(s.layers), "steering.scales": len(s.scales)})
+        factors.update({"steering.vectors": len(s.vectors) + s.random_controls
+                        + len(s.prompt_controls or []),
+                        "steering.layers": len(s.layers),
+                        "steering.scales": len(AUTO_FRACTIONS if s.scales == "auto"
+                                               else s.scales)})
     n = math.prod(factors.values())
     if n > MAX_CELLS:
         key = max(factors, key=lambda k: factors[k])
@@ -104,7 +108,7 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
         return
     from steer.errors import SteeringError
     from steer.lm.directions import combine_terms, format_expression, parse_expression
-    from steer.vectors.catalog import canonical
+    from steer.vectors.catalog import canonical, catalog
     from steer.vectors.corpus import BUILTIN, CorpusError, load_corpus
 
     name = cfg.model.name
@@ -145,6 +149,16 @@ def check_against_resources(cfg: ExperimentConfig, source: str) -> None:
             raise ConfigError(source, f"steering.vectors[{i}]", expr,
                               "a direction that is not zero (its terms cancel out: "
                               f"{format_expression(terms)} = 0)")
+    controls = (steer_spec.prompt_controls if steer_spec else None) or []
+    for i, emotion in enumerate(controls):
+        where = f"steering.prompt_controls.{emotion}" if isinstance(controls, dict) \
+            else f"steering.prompt_controls[{i}]"
+        if canonical(emotion) not in catalog():
+            raise ConfigError(source, where, emotion,
+                              f"an emotion of the catalog ({_choices(set(catalog()))})")
+    if len({canonical(e) for e in controls}) != len(controls):
+        raise ConfigError(source, "steering.prompt_controls", list(controls),
+                          "each emotion once")
     for i, emotion in enumerate(cfg.readout.emotions or []):
         if canonical(emotion) not in known:
             raise ConfigError(source, f"readout.emotions[{i}]", emotion,

@@ -63,12 +63,56 @@ class VectorSpec(_Strict):
         return files
 
 
+def _scales_kind(v: Any) -> str | None:
+    if isinstance(v, str):
+        return "auto" if v == "auto" else None
+    return "list"
+
+
 class SteeringSpec(_Strict):
     vectors: list[str] = Field(min_length=1)
     layers: list[int] = Field(min_length=1)
-    scales: list[float] = Field(min_length=1)
+    # "auto": calibrated at run start (steer/sweep/autoscale.py) to [-s, -s/2, 0, s/2, s], s
+    # the largest scale at which replies stay fluent
+    scales: Annotated[Union[  # noqa: UP007
+        Annotated[list[float], Field(min_length=1), Tag("list")],
+        Annotated[Literal["auto"], Tag("auto")]], Discriminator(
+            _scales_kind, custom_error_type="scales",
+            custom_error_message="a list of scales (fractions of the residual norm) or 'auto'")]
     positions: Literal["all", "prompt", "generated"] = "all"
     random_controls: int = Field(1, ge=0, le=64)  # each draws a new direction per seed
+    # The prompting baseline: conditions in which an emotion is instructed in the system
+    # prompt instead of added to the residual stream. A mapping emotion -> sentence (null: the
+    # built-in sentence), or a list of emotions (each with the built-in sentence).
+    prompt_controls: dict[str, str | None] | list[str] | None = None
+
+    @field_validator("prompt_controls")
+    @classmethod
+    def _sentences(cls, v):
+        if v is None:
+            return v
+        items = v.items() if isinstance(v, dict) else ((e, None) for e in v)
+        for emotion, sentence in items:
+            if not emotion.strip() or emotion != emotion.strip():
+                raise ValueError("emotion names without surrounding spaces")
+            if sentence is not None and not (0 < len(sentence.strip()) <= 500):
+                raise ValueError("a sentence of 1 to 500 characters (or null for the built-in)")
+        return v
+
+    def instructions(self) -> dict[str, str]:
+        """The prompting baseline's conditions: emotion -> the sentence added to the system
+        prompt (`default_instruction` where the config gives none).
+
+        Example:
+            >>> SteeringSpec(vectors=["calm"], layers=[2], scales=[0.1],
+            ...              prompt_controls={"calm": None, "afraid": "Be scared."}).instructions()
+            {'calm': 'You feel calm.', 'afraid': 'Be scared.'}
+        """
+        pc = self.prompt_controls
+        if not pc:
+            return {}
+        items = pc.items() if isinstance(pc, dict) else ((e, None) for e in pc)
+        return {e: s.strip() if s else default_instruction(e) for e, s in items}
 
     @field_validator("layers")
     @classmethod
@@ -80,8 +124,8 @@ class SteeringSpec(_Strict):
 
     @field_validator("scales")
     @classmethod
-    def _finite(cls, v: list[float]) -> list[float]:
-        for x in v:
+    def _finite(cls, v: list[float] | str) -> list[float] | str:
+        for x in v if isinstance(v, list) else []:
             if not -10 <= x <= 10:
                 raise ValueError("scales between -10 and 10 (fractions of the residual norm)")
         return v
@@ -214,6 +258,8 @@ def _clean_loc(loc: tuple) -> tuple:
     """Drop the union tag pydantic puts after a task's index (`tasks, 0, choice, suite`)."""
     if len(loc) >= 3 and loc[0] == "tasks" and isinstance(loc[1], int) and loc[2] in task_types():
         return loc[:2] + loc[3:]
+    if loc[:2] == ("steering", "scales") and len(loc) >= 3 and loc[2] in ("list", "auto"):
+        return loc[:2] + loc[3:]  # the tag of the scales union
     return loc
 
 
@@ -414,6 +460,19 @@ def plain_name(name: str) -> bool:
     return (0 < len(name) <= 128 and name.strip() == name and not name.startswith(".")
             and not any(c in "/\\" or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
                         for c in name))
+
+
+def default_instruction(emotion: str) -> str:
+    """The built-in sentence of the prompting baseline for an emotion (any of the catalog's,
+    aliases resolved): "You feel <emotion>."
+
+    Example:
+        >>> default_instruction("desperation")
+        'You feel desperate.'
+    """
+    from steer.vectors.catalog import canonical
+
+    return f"You feel {canonical(emotion)}."
 
 
 def model_slug(name: str) -> str:

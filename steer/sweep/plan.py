@@ -15,14 +15,32 @@ from pathlib import Path
 from steer.sweep.config import ExperimentConfig
 from steer.tasks.base import UNSTEERED, Condition
 
+# `steering.scales: auto` becomes these fractions of the calibrated scale s (sweep/autoscale.py):
+# [-s, -s/2, 0, s/2, s]. The config is resolved at run start; nothing plans "auto" itself.
+AUTO_FRACTIONS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+
+
+def auto_scales(s: float) -> list[float]:
+    """The scales `steering.scales: auto` runs, for a calibrated largest fluent scale `s`.
+
+    Example:
+        >>> auto_scales(0.2)
+        [-0.2, -0.1, 0.0, 0.1, 0.2]
+    """
+    return [round(f * s, 6) + 0.0 for f in AUTO_FRACTIONS]
+
 
 def conditions(cfg: ExperimentConfig) -> list[Condition]:
     s = cfg.steering
     if s is None:
         return [UNSTEERED]
+    if s.scales == "auto":
+        raise ValueError("steering.scales 'auto' is resolved before planning "
+                         "(steer.sweep.autoscale.resolve_auto_scales)")
     vectors = list(s.vectors) + [f"random-{k}" for k in range(s.random_controls)]
     return [Condition(v, layer, float(sc))
-            for v in vectors for layer in s.layers for sc in s.scales]
+            for v in vectors for layer in s.layers for sc in s.scales] + [
+        Condition.instructed(e, sentence) for e, sentence in s.instructions().items()]
 
 
 @dataclass
@@ -115,6 +133,8 @@ def cell_keys(cfg: ExperimentConfig, plan: Plan) -> dict[tuple[str, Condition, i
         spec = [task.key(), [_digest_file(p) for p in task.files()]]
         for cond in plan.unique_conditions:
             c = None if cond.is_unsteered else [cond.vector, cond.layer, cond.scale]
+            if cond.is_prompted:  # the sentence is what the condition is
+                c.append(cond.prompt)
             for seed in task_seeds(plan, task.name):
                 blob = json.dumps([common, spec, c, seed], sort_keys=True, default=str)
                 keys[(task.name, cond, seed)] = hashlib.sha256(blob.encode()).hexdigest()[:20]

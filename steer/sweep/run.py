@@ -33,6 +33,7 @@ import pandas as pd
 
 from steer import progress
 from steer.errors import InputError, RunDirError, TooManyFailures, WriteError
+from steer.sweep.autoscale import planned_config, resolve_auto_scales
 from steer.sweep.config import ExperimentConfig
 from steer.sweep.plan import CELL_FORMAT, Plan, Unit, make_plan, make_units
 from steer.sweep.rundir import Run, RunDir
@@ -66,11 +67,14 @@ def run(cfg: ExperimentConfig, *, run_dir: str | Path | None = None, backend: st
     # From here on SIGTERM stops the run as Ctrl-C does, in every phase (loading, cells,
     # aggregating), and whatever happens the manifest is brought up to date in `finally`.
     with interrupts():
-        plan = make_plan(cfg)
-        units = make_units(cfg, plan)
         rd = run_dir_for(cfg, run_dir)
         rd.lock()
+        # `scales: auto`: calibrated, or read back so that a resume plans the same cells
+        cfg, model, auto = resolve_auto_scales(cfg, rd.read_calibration(), model, quiet)
+        plan = make_plan(cfg)
+        units = make_units(cfg, plan)
         book = Ledger(rd, cfg, plan, units, backend)
+        book.base.update(auto.manifest if auto else {})
         status, extra = "failed", {}
         try:
             # Said on disk before anything else in the directory changes: a run killed with
@@ -79,6 +83,8 @@ def run(cfg: ExperimentConfig, *, run_dir: str | Path | None = None, backend: st
             book.start()
             rd.clean_temporaries()
             rd.write_config(cfg.to_yaml())
+            if auto:
+                auto.write(rd)
             status, extra = _run_locked(cfg, plan, units, rd, book, backend, workers,
                                         ray_address, max_failures, quiet, model, t0)
         except KeyboardInterrupt:
@@ -366,20 +372,54 @@ def aggregate(cfg: ExperimentConfig, plan: Plan, units: list[Unit], rd: RunDir, 
 
 
 def _present(cfg, plan, rd: RunDir, results: pd.DataFrame, by_task, info: dict) -> None:
-    """Summary, effects, each task's own tables, the plots and report.md."""
+    """Summary (flagged), the checks, effects with their verdicts, the prompting baseline's
+    comparison, each task's own tables, the plots and report.md."""
+    from steer.results.baselines import comparison_lines, instructed_comparison
+    from steer.results.competence import competence_lines, competence_table
+    from steer.results.flags import collapse_lines, flag_summary
     from steer.results.plots import dose_response_plots
     from steer.results.report import report_markdown
     from steer.results.tables import effects, summarize
+    from steer.sweep.calibrate import collapse_flags
 
     summary = summarize(results)
+    # Before any effect is read: does the unsteered model do each task, and which conditions'
+    # replies collapsed? Both flag the summary's rows, and a task at chance gets no verdict.
+    competence = competence_table(cfg.tasks, by_task)
+    at_chance = set(competence.task[competence.at_chance.astype(bool)]) if len(competence) \
+        else set()
+    collapse = collapse_flags(summary)
+    summary = flag_summary(summary, at_chance, collapse)
     rd.write_summary(summary)
-    plots = [rd.write_plot(name, fig) for name, fig in
-             dose_response_plots(summary, [c.vector for c in plan.conditions])]
-    eff = effects(results) if cfg.steering else pd.DataFrame()
+    if len(competence):
+        rd.write_table("competence.csv", competence)
+    if len(collapse):
+        rd.write_table("collapse.csv", collapse)
+    steered = [c.vector for c in plan.conditions if not c.is_prompted]
+    plots = [rd.write_plot(name, fig) for name, fig in dose_response_plots(summary, steered)]
+    eff = effects(results, at_chance=at_chance) if cfg.steering else pd.DataFrame()
     if not eff.empty:
         rd.write_table("effects.csv", eff)
+    comparison = instructed_comparison(results) if any(c.is_prompted for c in plan.conditions) \
+        else pd.DataFrame()
     emotions = list(cfg.readout.emotions or (info.get("readout_emotions") or [])[:6])
-    lines: list[str] = []
+    lines: list[str] = competence_lines(competence)
+    bad = collapse_lines(collapse)
+    if bad:
+        lines += ["", "## Collapsed conditions", "",
+                  "Replies whose perplexity ratio or repetition is beyond the fluency bounds "
+                  "(steer calibrate's rule); their rows carry `replies collapsed` in summary.csv's "
+                  "`flags`.", ""] + [f"- {x}" for x in bad]
+    if not comparison.empty:
+        rd.write_table("instructed.csv", comparison)
+        from steer.results.tables import headline_metrics
+
+        shown = headline_metrics(summary, steered)
+        lines += ["", "## Steering vs the prompting baseline", "",
+                  "Each effect minus the unsteered model, paired by item, with 95% bootstrap CIs; "
+                  "`steering vs instructed`: the CI of (steered - instructed) per item lies above "
+                  "zero (larger), below (smaller) or contains it (within). All metrics in "
+                  "`instructed.csv`.", ""] + comparison_lines(comparison, shown)
     for task in cfg.tasks:
         extra = task.extra(by_task[task.name], results[results.task == task.name], emotions)
         for name, frame in extra.tables.items():
@@ -401,7 +441,7 @@ class Work:
         >>> import steer
         >>> w = steer.plan_work(steer.load_config("configs/smoke.yaml", ["seeds=[0]"]))
         >>> w.samples, w.pending_rows, w.by_task
-        (27, 27, {'stress': 9})
+        (72, 72, {'stress': 9})
     """
 
     run_dir: str
@@ -420,6 +460,7 @@ class Work:
     max_new_tokens_total: int
     by_task: dict[str, int]
     estimated_s: float | None = None  # at the last run's pace, when there was one
+    note: str | None = None  # how `steering.scales: auto` was planned
 
 
 def plan_work(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> Work:
@@ -431,9 +472,10 @@ def plan_work(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> Work:
         >>> w.conditions, w.computations, w.cells
         (12, 9, 18)
     """
+    rd = run_dir_for(cfg, run_dir)
+    cfg, note = planned_config(cfg, rd.read_calibration())  # `scales: auto`, without loading
     plan = make_plan(cfg)
     units = make_units(cfg, plan)
-    rd = run_dir_for(cfg, run_dir)
     done, failed = rd.done_keys(), rd.failure_keys()
     cells = [c for u in units for c in u.cells]
     todo = [u for u in units if any(c.key not in done for c in u.cells)]
@@ -455,4 +497,4 @@ def plan_work(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> Work:
         pending_rows=pending_rows, generated_rows=gens, max_new_tokens_total=tokens,
         by_task={t.name: sum(c.key not in done for c in cells if c.task == t.name)
                  for t in cfg.tasks},
-        estimated_s=round(rate * pending_rows, 1) if rate else None)
+        estimated_s=round(rate * pending_rows, 1) if rate else None, note=note)

@@ -45,11 +45,18 @@ _WRITTEN = {
     "cells": re.compile(r"^[0-9a-f]{20}\.json$"),
     "failures": re.compile(r"^[0-9a-f]{20}\.json$"),
     "plots": re.compile(r"^[\w.-]+\.png$"),
+    "calibration": re.compile(r"^calibration\.(json|csv|png)$"),
 }
+# What `steer calibrate` and `steering.scales: auto` write; the .json last (what a resumed run
+# reads back), so that it never names a table or figure that is not there.
+CALIBRATION_FILES = ("calibration/calibration.json", "calibration/calibration.csv",
+                     "calibration/calibration.png")
 
 RESULT_COLUMNS = ["task", "item", "vector", "layer", "scale", "seed", "metric", "value"]
 SUMMARY_COLUMNS = ["task", "vector", "layer", "scale", "metric", "mean", "ci_low", "ci_high", "n",
-                   "n_nonfinite"]  # n: finite values averaged; n_nonfinite: NaN/inf left out
+                   "n_nonfinite", "flags"]
+# n: finite values averaged; n_nonfinite: NaN/inf left out; flags: "task at chance" and
+# "replies collapsed (...)" (steer/results/flags.py), empty when none
 
 
 def versions() -> dict[str, str]:
@@ -257,6 +264,8 @@ class RunDir:
             df[RESULT_COLUMNS].to_parquet(tmp, index=False)
 
     def write_summary(self, df: pd.DataFrame) -> None:
+        if "flags" not in df:
+            df = df.assign(flags="")
         self._write("summary.csv", df[SUMMARY_COLUMNS].to_csv(index=False))
 
     def write_table(self, name: str, df: pd.DataFrame) -> None:
@@ -265,6 +274,45 @@ class RunDir:
 
     def write_report(self, markdown: str) -> None:
         self._write("report.md", markdown)
+
+    @property
+    def calibration_dir(self) -> Path:
+        """Where `steer calibrate` and `steering.scales: auto` write (CALIBRATION_FILES)."""
+        return self.path / "calibration"
+
+    def write_calibration(self, table: pd.DataFrame, record: dict, fig) -> list[str]:
+        """calibration/calibration.csv (the table), .png (the figure), then .json (the
+        record); returns their names (CALIBRATION_FILES).
+
+        Example:
+            >>> import tempfile, pathlib, pandas as pd
+            >>> from steer.results.plots import calibration_plot
+            >>> rd = RunDir(pathlib.Path(tempfile.mkdtemp()) / "r"); rd.lock()
+            >>> t = pd.DataFrame({"layer": [2], "scale": [0.1], "vector": ["calm"],
+            ...                   "ppl_ratio": [1.1], "fluent": [True]})
+            >>> rd.write_calibration(t, {"key": "k"}, calibration_plot(t))[0]
+            'calibration/calibration.json'
+            >>> rd.read_calibration(), sorted(p.name for p in rd.calibration_dir.iterdir())
+            ({'key': 'k'}, ['calibration.csv', 'calibration.json', 'calibration.png'])
+        """
+        from steer.io import save_figure
+
+        with writing(self.calibration_dir):
+            self.calibration_dir.mkdir(parents=True, exist_ok=True)
+        record_name, table_name, figure_name = CALIBRATION_FILES
+        self._write(table_name, table.to_csv(index=False))
+        with writing(self.path / figure_name):
+            save_figure(fig, self.path / figure_name)
+        self._write(record_name, json.dumps(record, indent=2, allow_nan=False))
+        return list(CALIBRATION_FILES)
+
+    def read_calibration(self) -> dict | None:
+        """calibration/calibration.json as a mapping, or None (absent, or not a JSON object)."""
+        try:
+            data = json.loads((self.path / CALIBRATION_FILES[0]).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def write_plot(self, name: str, fig) -> str:
         """Save a matplotlib figure as plots/<name> (a PNG); returns the name."""
@@ -328,7 +376,7 @@ class Run:
         ...                         overrides=[f"output_dir={tempfile.mkdtemp()}", "seeds=[0]"])
         >>> run = steer.run(cfg, quiet=True)
         >>> run.results.columns.tolist()[:3], len(run.samples), run.failures
-        (['task', 'item', 'vector'], 27, [])
+        (['task', 'item', 'vector'], 72, [])
     """
 
     def __init__(self, path: str | Path):
@@ -367,6 +415,8 @@ class Run:
     def summary(self) -> pd.DataFrame:
         """Per task, vector, layer, scale, metric: mean, ci_low, ci_high, n, n_nonfinite."""
         df = self._read("summary.csv", pd.read_csv)
+        if "flags" in df:
+            df["flags"] = df["flags"].fillna("")
         return df if not df.empty else pd.DataFrame(columns=SUMMARY_COLUMNS)
 
     @cached_property

@@ -13,6 +13,7 @@ from steer.tasks.code import CodeSpec
 from steer.tasks.generate import GenerateSpec
 from steer.tasks.preference import PreferenceSpec
 from steer.tasks.readout import ReadoutSpec
+from steer.tasks.struggle import StruggleSpec
 
 DEFAULT_TYPE = "generate"  # a task without `type` generates
 _REGISTRY: dict[str, type[TaskSpec]] = {}
@@ -58,5 +59,5 @@ def task_types() -> dict[str, type[TaskSpec]]:
     return dict(_REGISTRY)
 
 
-for _spec in (GenerateSpec, ReadoutSpec, ChoiceSpec, PreferenceSpec, CodeSpec):
+for _spec in (GenerateSpec, ReadoutSpec, ChoiceSpec, PreferenceSpec, CodeSpec, StruggleSpec):
     register_task(_spec)

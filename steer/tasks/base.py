@@ -10,6 +10,8 @@ the task's config entry and the task itself:
 - `rows_per_condition()`: forward-pass rows one condition costs, for batching units;
 - `run(ctx, conditions, seed)`: every item under each condition -> `Sample`s;
 - `extra(samples, results, emotions)`: tables, report lines and figures of its own;
+- `competence(samples)`: does the unsteered model do the task at all (a `Competence`), before
+  any steering effect is read; None where the task type has no such check;
 - class settings: `deterministic` (one seed suffices), `input_files` (fields holding paths,
   resolved beside the config and keyed by content).
 
@@ -26,41 +28,66 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+PROMPTED = "prompt:"  # vector names of instructed conditions: `prompt:<emotion>`
+
 
 @dataclass(frozen=True)
 class Condition:
-    """One steering condition: `vector` at `layer`, `scale` x the layer's median residual norm.
+    """One condition: `vector` added at `layer`, `scale` x the layer's median residual norm.
     Every condition at scale 0 is the unsteered model, `UNSTEERED`, computed once and reported
-    under each vector at scale 0.
+    under each vector at scale 0. An instructed condition (the prompting baseline) steers
+    nothing: its `prompt` sentence joins the system prompt instead, under the vector name
+    `prompt:<emotion>` at layer -1 and scale 0.
 
     Example:
         >>> import steer
         >>> steer.Condition("desperate", 12, 0.1).is_unsteered, steer.UNSTEERED.is_unsteered
         (False, True)
+        >>> c = steer.Condition.instructed("desperate", "You feel desperate.")
+        >>> c.vector, c.is_unsteered, c.is_prompted, c.emotion
+        ('prompt:desperate', False, True, 'desperate')
     """
 
     vector: str
     layer: int
     scale: float
+    prompt: str | None = None  # instructed: this sentence is added to the system prompt
+
+    @staticmethod
+    def instructed(emotion: str, sentence: str) -> Condition:
+        """The prompting baseline for `emotion`: no steering, `sentence` in the system prompt."""
+        return Condition(PROMPTED + emotion, -1, 0.0, sentence)
 
     @property
     def is_unsteered(self) -> bool:
-        return self.scale == 0
+        return self.scale == 0 and self.prompt is None
+
+    @property
+    def is_prompted(self) -> bool:
+        return self.prompt is not None
 
     @property
     def is_random(self) -> bool:
         return self.vector.startswith("random-")
 
+    @property
+    def emotion(self) -> str | None:
+        """The instructed emotion of a prompted condition (None otherwise)."""
+        return self.vector[len(PROMPTED):] if self.is_prompted else None
+
     def to_json(self) -> dict | None:
         """The cell file's `cond`: null for the unsteered model."""
         if self.is_unsteered:
             return None
-        return {"vector": self.vector, "layer": self.layer, "scale": self.scale}
+        d = {"vector": self.vector, "layer": self.layer, "scale": self.scale}
+        if self.prompt is not None:
+            d["prompt"] = self.prompt
+        return d
 
     @staticmethod
     def from_json(d: dict | None) -> Condition:
         return UNSTEERED if d is None else Condition(d["vector"], int(d["layer"]),
-                                                     float(d["scale"]))
+                                                     float(d["scale"]), d.get("prompt"))
 
 
 UNSTEERED = Condition("none", -1, 0.0)  # the one spelling of "no steering" (layer -1: no layer)
@@ -162,13 +189,35 @@ class Context:
     quiet: bool = True
 
     def interventions(self, cond: Condition, seed: int) -> tuple:
-        """The interventions of one row under `cond` (none for the unsteered model)."""
+        """The interventions of one row under `cond` (none for the unsteered model, and none for
+        an instructed condition, which changes the system prompt instead)."""
         from steer.lm.steering import Intervention
 
-        if cond.is_unsteered:
+        if cond.scale == 0 or cond.is_prompted:
             return ()
         return (Intervention(direction_name(cond, seed), cond.layer, cond.scale,
                              self.positions),)
+
+    def system_prompt_for(self, cond: Condition) -> str | None:
+        """The system prompt of a row under `cond`: the run's, with an instructed condition's
+        sentence appended (to the model's default system prompt when the run sets none), so
+        that the instruction is the only difference from the unsteered prompt.
+
+        Example:
+            >>> import steer
+            >>> ctx = steer.Context(model=None, vectors=None, readout_layer=2, emotions=[],
+            ...                     sampling=None, system_prompt="You are a helpful assistant.")
+            >>> ctx.system_prompt_for(steer.Condition.instructed("calm", "You feel calm."))
+            'You are a helpful assistant. You feel calm.'
+            >>> ctx.system_prompt_for(steer.UNSTEERED)
+            'You are a helpful assistant.'
+        """
+        if not cond.is_prompted:
+            return self.system_prompt
+        base = self.system_prompt
+        if base is None and self.model is not None:
+            base = self.model.default_system_prompt
+        return f"{base} {cond.prompt}" if base else cond.prompt
 
 
 @dataclass
@@ -187,6 +236,29 @@ class Extra:
     tables: dict[str, Any] = field(default_factory=dict)
     report: list[str] = field(default_factory=list)
     plots: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Competence:
+    """Whether the unsteered model does a task at all, measured from its unsteered samples
+    before any steering effect is read. `checks`: named measures, each a dict with `value`,
+    `ci_low`, `ci_high` and `n` (and `k` for shares); `at_chance`: the task's own rule (in its
+    `competence` docstring) says the model does not do the task, so steering effects on it are
+    not interpretable; `reason`: one line naming the measured numbers.
+
+    Example:
+        >>> from steer.tasks.base import Competence
+        >>> c = Competence("quiz", {"order_agreement": {"value": 0.1, "ci_low": 0.02,
+        ...                                             "ci_high": 0.4, "n": 10, "k": 1}},
+        ...                at_chance=True, reason="at chance: ...")
+        >>> c.at_chance, c.checks["order_agreement"]["value"]
+        (True, 0.1)
+    """
+
+    task: str
+    checks: dict[str, dict]
+    at_chance: bool
+    reason: str
 
 
 class TaskSpec(BaseModel):
@@ -247,3 +319,9 @@ class TaskSpec(BaseModel):
         """Tables, report lines and figures of the task's own, from its samples (in plan order)
         and its rows of the results table; `emotions`: the read-out emotions worth showing."""
         return Extra()
+
+    def competence(self, samples: list[Sample]) -> Competence | None:
+        """Does the unsteered model do this task at all? Read from the unsteered samples among
+        `samples` (the task's, any conditions); None: no check for this task type, or no
+        unsteered sample to check."""
+        return None

@@ -6,6 +6,10 @@ projection of the re-read reply's residual activations at the read-out layer on 
 vector, in units of the median norm), `sentiment` (VADER compound), `perplexity` of the reply
 given the prompt, and `repetition` (share of repeated token 3-grams).
 
+An instructed condition's reply (the prompting baseline) is re-read after the run's own system
+prompt, without the instruction: its read-outs and perplexity then measure the reply, not the
+instruction sitting in its context, exactly as a steered reply's do.
+
 A reply cut short by non-finite logits (an exploding condition) is not a reply of that
 condition: its sample keeps the text so far, is flagged `nonfinite`, and every metric is NaN.
 """
@@ -18,6 +22,19 @@ from typing import Literal
 
 from steer.tasks.base import Condition, Context, Sample
 from steer.tasks.items import PromptTask
+
+
+def reread_ids(ctx: Context, user: str | list[dict], cond: Condition, prompt_ids: list[int]
+               ) -> list[int]:
+    """The prompt a reply is re-read after: its own, except for an instructed condition, whose
+    reply is re-read after the prompt without the instruction (the run's system prompt).
+    `user`: the user's message, or a whole conversation (a list of messages)."""
+    if not cond.is_prompted:
+        return prompt_ids
+    messages = [{"role": "user", "content": user}] if isinstance(user, str) else user
+    text = ctx.model.format_messages(messages, ctx.system_prompt)
+    ids, _ = ctx.model.encode([text])
+    return ids[0].tolist()
 
 
 class GenerateSpec(PromptTask):
@@ -41,7 +58,9 @@ class GenerateSpec(PromptTask):
         if {"readout", "perplexity"} & set(ctx.metrics):
             # a cut reply is not re-read (an empty completion scores NaN without a pass), so
             # the other rows' re-read batches are exactly those of a run without it
-            scores = score(model, [(x.prompt_ids, [] if x.nonfinite else x.ids) for x in gens],
+            reread = [reread_ids(ctx, self.items()[item], cond, x.prompt_ids)
+                      for (item, cond), x in zip(keys, gens)]
+            scores = score(model, [(p, [] if x.nonfinite else x.ids) for p, x in zip(reread, gens)],
                            ctx.vectors,
                            ctx.readout_layer,
                            ctx.emotions if "readout" in ctx.metrics else (), ctx.batch_size)

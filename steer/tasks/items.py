@@ -1,7 +1,9 @@
 """Items of the behavioural tasks, from the built-in suites (package data) or from files.
 
 Choice items come in two JSONL formats, told apart line by line:
-- steer's own: `{"id", "prompt", "options": [{"text", "behavior": bool}, ...]}`;
+- steer's own: `{"id", "prompt", "options": [{"text", "behavior": bool}, ...]}`, where an
+  option may carry `"correct": true` when the item has a known right answer (sycophancy: the
+  non-sycophantic option), read by the competence check;
 - Anthropic's model-written evals: `{"question", "answer_matching_behavior",
   "answer_not_matching_behavior"}`, where the question usually ends in a `Choices:` block of
   ` (A) ...` lines and the answers name a letter (` (A)`). The options are parsed out of the
@@ -24,6 +26,7 @@ from steer.tasks.base import Condition, Context, TaskSpec, row_seed
 
 CHOICE_SUITES = ("reward_hacking", "blackmail", "sycophancy", "honesty_under_pressure")
 ACTIVITIES = "activities"
+PROBE = "probe_ab"  # the known-answer A/B probe of choice tasks (not a suite of its own)
 CODE_SUITES = ("impossible",)
 
 
@@ -31,6 +34,7 @@ CODE_SUITES = ("impossible",)
 class Option:
     text: str
     behavior: bool
+    correct: bool | None = None  # the factually right answer? None: not known
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,11 @@ class ChoiceItem:
     id: str
     prompt: str
     options: tuple[Option, ...]
+
+    @property
+    def right(self) -> tuple[int, ...]:
+        """Indices of the options marked correct (none: the item has no known answer)."""
+        return tuple(j for j, o in enumerate(self.options) if o.correct)
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,22 @@ def _anthropic(row: dict, where: str) -> ChoiceItem:
     return ChoiceItem(str(row.get("id", where)), prompt, opts)
 
 
+def _options(rows: list, where: str, behavior: bool = True) -> tuple[Option, ...]:
+    """steer's options: `text`, `behavior` (unless `behavior` is False: the probe has none),
+    and an optional `correct: true` on the factually right ones (the others are then wrong)."""
+    marked = any("correct" in o for o in rows)
+    out = []
+    for o in rows:
+        right = o.get("correct", False)
+        if not isinstance(right, bool):
+            raise TaskDataError(f"{where}: 'correct' is true or false, not {right!r}")
+        out.append(Option(str(o["text"]), bool(o["behavior"]) if behavior else False,
+                          right if marked else None))
+    if marked and not any(o.correct for o in out):
+        raise TaskDataError(f"{where}: 'correct' marks no option true")
+    return tuple(out)
+
+
 def load_choice_items(source: str, limit: int | None = None) -> list[ChoiceItem]:
     path = resolve(source, CHOICE_SUITES)
     items = []
@@ -112,7 +137,7 @@ def load_choice_items(source: str, limit: int | None = None) -> list[ChoiceItem]
             if "question" in row:
                 items.append(_anthropic(row, where))
                 continue
-            opts = tuple(Option(str(o["text"]), bool(o["behavior"])) for o in row["options"])
+            opts = _options(row["options"], f"{path}:{n}")
             item = ChoiceItem(str(row.get("id", where)), str(row["prompt"]), opts)
         except (KeyError, TypeError, AttributeError) as e:  # a field of the wrong type too
             raise TaskDataError(f"{path}:{n}: missing or malformed field {e}; expected "
@@ -124,6 +149,23 @@ def load_choice_items(source: str, limit: int | None = None) -> list[ChoiceItem]
                                 "behavior true and one with behavior false")
         items.append(item)
     return items[:limit] if limit else items
+
+
+def load_probe_items() -> list[ChoiceItem]:
+    """The built-in known-answer A/B probe (`suites/probe_ab.jsonl`): trivial questions ("Which
+    of these is a fruit?") with one right option each, no behaviour, which tell a model that
+    cannot answer A/B questions at all from one that does not grasp a suite's dilemmas.
+
+    Example:
+        >>> from steer.tasks.items import load_probe_items
+        >>> items = load_probe_items()
+        >>> len(items), [o.text for o in items[0].options if o.correct]
+        (16, ['an apple'])
+    """
+    path = _suite_path(PROBE)
+    return [ChoiceItem(str(row["id"]), str(row["prompt"]), _options(row["options"], f"{path}:{n}",
+                                                                    behavior=False))
+            for n, row in _rows(path, "probe")]
 
 
 def load_activities(source: str = ACTIVITIES, limit: int | None = None) -> list[Activity]:
@@ -222,10 +264,11 @@ class PromptTask(TaskSpec):
         from steer.lm.decode import GenRow
 
         keys, rows = [], []
+        systems = {cond: ctx.system_prompt_for(cond) for cond in conditions}
         for item, prompt in enumerate(self.items()):
-            text = ctx.model.format_prompt(prompt, ctx.system_prompt)
             for cond in conditions:
                 keys.append((item, cond))
+                text = ctx.model.format_prompt(prompt, systems[cond])
                 rows.append(GenRow(text, ctx.interventions(cond, seed),
                                    row_seed(self.name, item, seed)))
         return keys, rows

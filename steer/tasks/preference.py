@@ -18,7 +18,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import field_validator
 
-from steer.tasks.base import UNSTEERED, Condition, Context, Extra, Sample, row_seed
+from steer.results.competence import flagged, mean_of, order_verdict, share
+from steer.tasks.base import UNSTEERED, Competence, Condition, Context, Extra, Sample, row_seed
 from steer.tasks.choice import label_ids, render
 from steer.tasks.items import ACTIVITIES, Activity, SuiteTask, load_activities
 
@@ -114,18 +115,21 @@ class PreferenceSpec(SuiteTask):
         for k, (i, j) in enumerate(pairs):
             for flipped in (False, True):
                 a, b = (acts[j], acts[i]) if flipped else (acts[i], acts[j])
-                prompt = model.format_prompt(render(QUESTION, [a.text, b.text]),
-                                             ctx.system_prompt)
+                question = render(QUESTION, [a.text, b.text])
                 for cond in conditions:
+                    prompt = model.format_prompt(question, ctx.system_prompt_for(cond))
                     rows.append(GenRow(prompt + self.stem, ctx.interventions(cond, seed)))
                     keys.append((k, flipped, cond))
         with progress.task(self.name, len(rows), ctx.quiet) as adv:
             lps = next_token_logprobs(model, rows, [letters] * len(rows), ctx.vectors,
                                       ctx.batch_size, adv)
         p_first: dict = {}
+        shown: dict = {}  # unsteered: (pair, flipped) -> (P(pair's first activity), letter mass)
         for (k, flipped, cond), lp in zip(keys, lps):
             pa = _p_first(lp[0], lp[1])
             p_first.setdefault(cond, [0.0] * len(pairs))[k] += (1 - pa if flipped else pa) / 2
+            if cond.is_unsteered:
+                shown[(k, flipped)] = (1 - pa if flipped else pa, math.exp(lp[0]) + math.exp(lp[1]))
         # read-outs of each activity's text by the unsteered model, for the Elo correlation
         reads = []
         if UNSTEERED in conditions:  # only the unsteered model's samples carry them
@@ -140,8 +144,38 @@ class PreferenceSpec(SuiteTask):
                 extra = {"activity": a.text, "group": a.group, "elo": round(float(elo[i]), 2)}
                 if cond.is_unsteered:
                     extra["readout"] = {e: round(v, 5) for e, v in reads[i].items()}
+                    # each pair, with the activity first in it: [other, P(this) shown first,
+                    # P(this) shown second, mean letter mass], for the competence check
+                    extra["pairs"] = [
+                        [j, round(shown[(k, False)][0], 4), round(shown[(k, True)][0], 4),
+                         round((shown[(k, False)][1] + shown[(k, True)][1]) / 2, 4)]
+                        for k, (a, j) in enumerate(pairs) if a == i]
                 out.append(Sample(i, seed, cond, {f"elo.{a.group}": float(elo[i])}, extra))
         return out
+
+    def competence(self, samples: list[Sample]) -> Competence | None:
+        """Does the unsteered model prefer activities by what they are? `order_agreement`: the
+        share of pairs whose preferred activity is the same in both orders (~0 when it follows
+        the letter, ~1/2 for a coin flip); `option_mass`: the letters' next-token mass;
+        `first_position`: the share of it on (A); `margin`: mean |P(A) - P(B)|. The rule is
+        the choice task's (`steer.results.competence.order_verdict`): at chance unless
+        agreement's Wilson CI lies above 1/2; not answering in the format when the letters
+        hold under half the mass.
+        None for samples written before pairs were kept."""
+        base = [s for s in samples if s.cond.is_unsteered and "pairs" in s.extra]
+        pairs = [p for s in base for p in s.extra["pairs"]
+                 if not any(math.isnan(x) for x in p[1:])]
+        if not pairs:
+            return None
+        shown_a = [x for _, p_a, p_b, _ in pairs for x in (p_a, 1 - p_b)]  # P(letter A)
+        agree = sum((p_a > 0.5) == (p_b > 0.5) for _, p_a, p_b, _ in pairs)
+        checks = {"order_agreement": share(agree, len(pairs)),
+                  "option_mass": mean_of(m for *_, m in pairs),
+                  "first_position": mean_of(shown_a),
+                  "margin": mean_of(abs(2 * p - 1) for p in shown_a)}
+        at, reason = order_verdict(checks["order_agreement"], 0.5, checks["option_mass"],
+                                   checks["first_position"], "pairs", margin=checks["margin"])
+        return Competence(self.name, checks, at, flagged(reason) if at else reason)
 
     def extra(self, samples: list[Sample], results, emotions: list[str]) -> Extra:
         """elo_<task>.csv (every activity's Elo per condition) and elo_readout_<task>.csv

@@ -22,7 +22,8 @@ class ReadoutSpec(PromptTask):
         model = ctx.model
         keys, rows = self.rows(ctx, conditions, seed)
         prompts = self.items()
-        skip = [model.user_offset(prompts[item], ctx.system_prompt) for item, _ in keys]
+        skip = [model.user_offset(prompts[item], ctx.system_prompt_for(cond))
+                for item, cond in keys]
         reads = readout_prompts(model, rows, skip, ctx.vectors, ctx.readout_layer, ctx.emotions,
                                 ctx.batch_size)
         values = self.values if self.values else None
