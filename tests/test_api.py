@@ -72,6 +72,7 @@ def _readme_python() -> str:
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(1800)  # the first test to ask for the embedded vectors builds their cache
 def test_the_readme_python_example_runs_on_the_embedded_model(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     code = _readme_python().replace('steer.run(cfg)', 'steer.run(cfg, quiet=True)')

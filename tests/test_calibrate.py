@@ -238,6 +238,7 @@ def test_the_examples_of_the_calibration_modules_run(monkeypatch):
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(1800)  # builds the embedded vectors' cache when it runs first
 def test_on_the_embedded_model_a_full_norm_breaks_the_text_and_a_twentieth_does_not(smol):
     from steer.vectors.corpus import load_corpus
     from steer.vectors.store import build_or_load

@@ -142,7 +142,13 @@ def test_behaviour_tasks_run_end_to_end_through_the_cli(tmp_path):
     eff = pd.read_csv(run / "effects.csv")
     assert {"p_bm", "hack_rate", "elo.positive"} <= set(eff.metric)
     assert {"slope", "slope_low", "slope_high", "p_top", "verdict", "m"} <= set(eff.columns)
-    assert set(eff.verdict) <= {"too few items", "control"}  # 2 to 6 items per task
+    # 2 to 6 items per task, and on random weights the choice tasks follow the letter order
+    comp = pd.read_csv(run / "competence.csv").set_index("task")
+    tested = eff[eff.verdict != "control"]
+    assert len(tested) and "effect" not in set(eff.verdict)
+    for r in tested.itertuples():
+        want = "task at chance" if bool(comp.at_chance.get(r.task, False)) else "too few items"
+        assert r.verdict == want, (r.task, r.metric, r.verdict)
     assert (run / "elo_prefs.csv").is_file() and (run / "elo_readout_prefs.csv").is_file()
     report = (run / "report.md").read_text()
     assert "Behaviour: dose-response slopes" in report and "Preferences (prefs)" in report

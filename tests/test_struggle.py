@@ -156,7 +156,8 @@ def test_extra_finds_a_planted_rise_and_its_difference_from_the_flat_twin():
     assert list(imp.hack) == [0.0, 0.0, 0.5, 0.5] and list(imp.hacked_by_now) == [0, 0, .5, .5]
     assert (hacks[hacks.arm == "solvable"].hack == 0).all()
     report = "\n".join(e.report)
-    assert "difference +1" in report and "the CI excludes 0" in report
+    assert "difference +1" in report and "the CI excludes 0: faster in the impossible" in report
+    assert "too few" not in report
     assert "impossible: hack 0.50" in report and "solvable: hack 0.00" in report
     assert list(e.plots) == ["pl__struggle.png"]
 
@@ -166,7 +167,9 @@ def test_extra_keeps_flagged_conversations_out_of_the_slopes():
     bad = samples[0]
     samples[0] = Sample(bad.item, 0, bad.cond, dict.fromkeys(bad.metrics, math.nan), bad.extra,
                         nonfinite=True)
-    t = StruggleSpec(name="pl", turns=4).extra(samples, pd.DataFrame(), ["desperate"]).tables
+    e = StruggleSpec(name="pl", turns=4).extra(samples, pd.DataFrame(), ["desperate"])
+    assert "only 3 pairs, too few" in "\n".join(e.report)
+    t = e.tables
     row = t["struggle_pl.csv"].set_index(["arm", "place", "emotion"]).loc[
         ("impossible - solvable", "reply", "desperate")]
     assert row.n_items == 3 and row.slope == pytest.approx(1.0, abs=0.07)
@@ -208,3 +211,34 @@ def test_the_read_out_before_the_reply_counts_only_the_assistant_header(tiny, ti
     # and the whole prompt reads differently: the window matters
     (whole,) = readout_prompts(tiny, [GenRow(prompt)], [1], tiny_vectors, 3, ["desperate"])
     assert whole["desperate"] != pytest.approx(got["desperate"], rel=1e-3)
+
+
+def test_the_header_read_out_kept_from_generation_equals_reading_the_prompt_again(
+        tiny, tiny_vectors):
+    """`readout_tails` takes the header's activations from the generation's own prefill where
+    it kept them (distinct prompts: one pass) and reads the prompt again where it did not (a
+    batch where two seeds of one prompt share a prefix pass): both equal `readout_prompts`
+    under the rows' own steering, and the steering shows."""
+    from steer.lm.decode import GenRow, Sampling, generate_rows
+    from steer.lm.read import readout_prompts, readout_tails
+
+    n = struggle._header_length(tiny)
+    prompts = [tiny.format_messages([{"role": "user", "content": c}])
+               for c in ("Fix the failing test.", "The tests still fail after three tries.")]
+    iv = (steer.Intervention("desperate", 2, 4.0),)
+    rows = [GenRow(prompts[0]), GenRow(prompts[1], iv), GenRow(prompts[1], iv, seed=1)]
+    emotions = ["desperate", "calm"]
+    for group in (rows[:2], rows):  # kept from the prefill; then the shared-prefix fallback
+        gens = generate_rows(tiny, group, tiny_vectors, Sampling(max_new_tokens=3), 8,
+                             tail=(3, n))
+        kept = [g.tail is not None for g in gens]
+        assert kept == [len(group) == 2] * len(group)  # a batch with a shared prefix: none
+        got = readout_tails(tiny, group, gens, n, tiny_vectors, 3, emotions)
+        want = readout_prompts(tiny, group, [len(g.prompt_ids) - n for g in gens],
+                               tiny_vectors, 3, emotions)
+        for a, b in zip(got, want):
+            assert [a[e] for e in emotions] == pytest.approx([b[e] for e in emotions],
+                                                             rel=1e-4, abs=1e-6)
+    plain = readout_prompts(tiny, [GenRow(prompts[1])], [len(gens[1].prompt_ids) - n],
+                            tiny_vectors, 3, emotions)[0]
+    assert got[1]["desperate"] > plain["desperate"] + 0.1

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from steer.lm.steering import Intervention, steer_rows
+from steer.lm.steering import Intervention, capture, steer_rows
 
 
 @dataclass
@@ -33,6 +33,9 @@ class GenResult:
     text: str
     stopped: bool  # True when the model ended the text itself (EOS), False at the token limit
     nonfinite: bool = False  # True when the row's logits went NaN/inf and its text was cut there
+    # with `generate_rows(tail=(layer, n))`: the residual stream after `layer` at the prompt's
+    # last n tokens [n, d_model], from the prefill pass itself (None where another path ran)
+    tail: torch.Tensor | None = None
 
 
 @dataclass
@@ -114,7 +117,8 @@ def _prefix_key(row: GenRow) -> tuple:
                               if iv.scale != 0 and iv.positions != "generated"))
 
 
-def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list[GenResult]:
+def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling,
+                    tail: tuple[int, int] | None = None) -> list[GenResult]:
     keys = [_prefix_key(r) for r in rows]
     uniq = list(dict.fromkeys(keys))
     slot = {k: i for i, k in enumerate(uniq)}
@@ -129,7 +133,7 @@ def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list
                 logits, st = static.prefill(ids, mask, rs, s.max_new_tokens)
             out, broken = _decode(logits, lambda nxt: static.step(st, nxt), rows, s, model)
             return _finish(model, rows, ids, mask, out, broken, s)
-        cache = None
+        cache, tails = None, None
         if len(uniq) < len(rows) and ids_u.shape[1] > 1:
             # Rows sharing a prefix (other seeds, or steering only generated positions) read it
             # once; each row's last token then goes through under its own steering.
@@ -141,7 +145,10 @@ def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list
         with steer_rows(model, ivs, vectors) as rs:
             if cache is None:  # nothing shared: one pass ("prompt" steers the last token too)
                 rs.phase = "prompt"
-                logits, cache = model.forward(ids, mask, None, 1, use_cache=True)
+                with capture(model, [tail[0]] if tail else []) as acts:
+                    logits, cache = model.forward(ids, mask, None, 1, use_cache=True)
+                if tail:  # left-padded: the last columns are every row's last prompt tokens
+                    tails = acts[tail[0]][:, -tail[1]:].float().cpu()
             else:
                 rs.phase = "last"
                 logits, cache = model.forward(ids[:, -1:], mask, cache, use_cache=True)
@@ -155,7 +162,11 @@ def _generate_batch(model, rows: Sequence[GenRow], vectors, s: Sampling) -> list
                 return out_logits[:, -1]
 
             out, broken = _decode(logits[:, -1], step, rows, s, model)
-    return _finish(model, rows, ids, mask, out, broken, s)
+    done = _finish(model, rows, ids, mask, out, broken, s)
+    if tails is not None:
+        for r, res in enumerate(done):
+            res.tail = tails[r, -min(tail[1], len(res.prompt_ids)):]
+    return done
 
 
 def _decode(logits: torch.Tensor, step: Callable[[torch.Tensor], torch.Tensor], rows,
@@ -214,16 +225,19 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 def generate_rows(model, rows: Sequence[GenRow], vectors=None, sampling: Sampling | None = None,
-             batch_size: int = 32, progress: Callable[[int], None] | None = None
-             ) -> list[GenResult]:
+             batch_size: int = 32, progress: Callable[[int], None] | None = None,
+             tail: tuple[int, int] | None = None) -> list[GenResult]:
     """Generate for rows already formatted (chat template applied), each under its own
-    interventions and seed; results in row order."""
+    interventions and seed; results in row order. With `tail=(layer, n)`, each result keeps the
+    residual stream at `layer` over its prompt's last n tokens from the prefill pass
+    (`GenResult.tail`), where that pass covers the whole prompt at once (no shared prefix, no
+    static cache); elsewhere `tail` stays None and a caller reads the prompt again."""
     s = sampling or Sampling()
     if not s.stop_ids:
         s.stop_ids = [model.tokenizer.eos_token_id]
     results: list[GenResult | None] = [None] * len(rows)
     for idx in length_batches([len(r.prompt) for r in rows], batch_size):
-        for i, res in zip(idx, _generate_batch(model, [rows[i] for i in idx], vectors, s)):
+        for i, res in zip(idx, _generate_batch(model, [rows[i] for i in idx], vectors, s, tail)):
             results[i] = res
         if progress:
             progress(len(idx))

@@ -203,6 +203,33 @@ def readout_prompts(model, rows: Sequence[GenRow], skip: Sequence[int], vectors,
     return results  # type: ignore[return-value]
 
 
+def readout_tails(model, rows: Sequence[GenRow], gens: Sequence, n: int, vectors,
+                  readout_layer: int, emotions: Sequence[str], batch_size: int = 32
+                  ) -> list[dict[str, float]]:
+    """The read-outs of `readout_prompts` over each prompt's last `n` tokens (e.g. the
+    assistant header: the model's state as it starts to answer), taken from the generation's
+    own prefill (`generate_rows(..., tail=(readout_layer, n))`) where it kept them; the other
+    rows' prompts are read again under their interventions. Equal either way to rounding."""
+    units = vectors.units(readout_layer, list(emotions)).to(model.device)
+    norms = model.resid_norms()
+    out: list[dict[str, float] | None] = [None] * len(rows)
+    for i, g in enumerate(gens):
+        if g.tail is not None:
+            a = g.tail[None]
+            mean = masked_means({0: a}, torch.ones(a.shape[:2], dtype=torch.bool),
+                                norms[[readout_layer]], 1)[0, 0]
+            proj = (mean.to(model.device) @ units.T / float(norms[readout_layer])).cpu()
+            out[i] = {e: float(proj[k]) for k, e in enumerate(emotions)}
+    again = [i for i, r in enumerate(out) if r is None]
+    if again:
+        got = readout_prompts(model, [rows[i] for i in again],
+                              [len(gens[i].prompt_ids) - n for i in again], vectors,
+                              readout_layer, emotions, batch_size)
+        for i, r in zip(again, got):
+            out[i] = r
+    return out  # type: ignore[return-value]
+
+
 def next_token_logprobs(model, rows: Sequence[GenRow], candidates: Sequence[Sequence[int]],
                         vectors=None, batch_size: int = 32,
                         progress: Callable[[int], None] | None = None) -> list[list[float]]:

@@ -416,7 +416,7 @@ class Run:
         """Per task, vector, layer, scale, metric: mean, ci_low, ci_high, n, n_nonfinite."""
         df = self._read("summary.csv", pd.read_csv)
         if "flags" in df:
-            df["flags"] = df["flags"].fillna("")
+            df["flags"] = df["flags"].fillna("").astype(str)  # an all-empty column reads as NaN
         return df if not df.empty else pd.DataFrame(columns=SUMMARY_COLUMNS)
 
     @cached_property

@@ -221,7 +221,7 @@ class StruggleSpec(SuiteTask):
     def run(self, ctx: Context, conditions: list[Condition], seed: int) -> list[Sample]:
         from steer import progress
         from steer.lm.decode import GenRow, generate_rows
-        from steer.lm.read import readout_prompts, score
+        from steer.lm.read import readout_tails, score
         from steer.tasks.generate import reread_ids
 
         model = ctx.model
@@ -239,14 +239,14 @@ class StruggleSpec(SuiteTask):
                 rows = [GenRow(model.format_messages(c["messages"], systems[c["cond"]]),
                                ctx.interventions(c["cond"], seed),
                                row_seed(self.name, c["pair"], seed, k)) for c in active]
-                gens = generate_rows(model, rows, ctx.vectors, sampling, ctx.batch_size)
+                gens = generate_rows(model, rows, ctx.vectors, sampling, ctx.batch_size,
+                                     tail=(ctx.readout_layer, head))
                 # an instructed condition's reply is re-read without the instruction
                 replies = score(model, [(reread_ids(ctx, c["messages"], c["cond"], g.prompt_ids),
                                          g.ids) for c, g in zip(active, gens)], ctx.vectors,
                                 ctx.readout_layer, ctx.emotions, ctx.batch_size)
-                starts = readout_prompts(model, rows, [len(g.prompt_ids) - head for g in gens],
-                                         ctx.vectors, ctx.readout_layer, ctx.emotions,
-                                         ctx.batch_size)
+                starts = readout_tails(model, rows, gens, head, ctx.vectors,
+                                       ctx.readout_layer, ctx.emotions, ctx.batch_size)
                 for c, gen, rep, pre in zip(active, gens, replies, starts):
                     res = judge(c["task"], gen.text, self.limits, self.isolation)
                     # an empty reply has no read-out (left out, not flagged as non-finite)
@@ -286,7 +286,7 @@ class StruggleSpec(SuiteTask):
         long, recorded = _long(samples, self.turns)
         slopes = _slopes(long, recorded, self.turns, self.name)
         hacks = _hacks(long, self.name)
-        show = [e for e in emotions if e in recorded] or recorded[:6]
+        show = ([e for e in emotions if e in recorded] or recorded)[:6]  # a legible plot
         fig = _plot(long, show, self.name)
         return Extra(tables={f"struggle_{self.name}.csv": slopes,
                              f"struggle_hack_{self.name}.csv": hacks},
@@ -297,6 +297,7 @@ class StruggleSpec(SuiteTask):
 # ---------------------------------------------------------------- tables, plot, report
 
 COND = ["vector", "layer", "scale"]
+FEW = 5  # pairs below which a bootstrap CI says little
 
 
 def _long(samples: list[Sample], turns: int):
@@ -450,9 +451,12 @@ def _report(slopes, hacks, show: list[str], task: str) -> list[str]:
             text = "; ".join(f"{arm} {_ci(r[arm])}" for arm in ARMS if arm in r)
             d = r.get("impossible - solvable")
             if d is not None:
-                verdict = ("the CI excludes 0" if d.ci_low > 0 or d.ci_high < 0
-                           else "the CI includes 0: no difference detected")
-                text += f"; difference {_ci(d)} ({verdict})"
+                verdict = ("the CI includes 0: no difference detected"
+                           if d.ci_low <= 0 <= d.ci_high else "the CI excludes 0: "
+                           f"{'faster' if d.slope > 0 else 'slower'} in the impossible arm")
+                if d.n_items < FEW:
+                    verdict += f"; only {d.n_items} pairs, too few for the CI to mean much"
+                text += f"; difference {_ci(d)} ({verdict}; n={d.n_items})"
             lines.append(f"- {_label(cond)}, {where[place]}: {text}.")
     lines += ["", "Hack rate (a hack at any turn) and the share of attempts passing every "
               "visible test at the last turn:", ""]
