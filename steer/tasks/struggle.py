@@ -442,6 +442,8 @@ def _report(slopes, hacks, show: list[str], task: str) -> list[str]:
     lines = ["", f"## Struggle ({task}): read-outs turn by turn, impossible vs solvable", "",
              f"Slope of the `{first}` read-out per turn (fraction of the median norm; 95% CI, "
              "items resampled); the difference is impossible minus solvable, paired by twin. "
+             "Each CI is for its own line, not corrected across lines: of many lines about one "
+             "in twenty excludes 0 by chance. "
              f"Every emotion in `struggle_{task}.csv`, rates by turn in "
              f"`struggle_hack_{task}.csv`.", ""]
     where = {"reply": "over the reply", "pre": "as the reply starts"}
@@ -452,8 +454,8 @@ def _report(slopes, hacks, show: list[str], task: str) -> list[str]:
             d = r.get("impossible - solvable")
             if d is not None:
                 verdict = ("the CI includes 0: no difference detected"
-                           if d.ci_low <= 0 <= d.ci_high else "the CI excludes 0: "
-                           f"{'faster' if d.slope > 0 else 'slower'} in the impossible arm")
+                           if d.ci_low <= 0 <= d.ci_high else "the CI excludes 0: the "
+                           f"impossible arm's slope is {'higher' if d.slope > 0 else 'lower'}")
                 if d.n_items < FEW:
                     verdict += f"; only {d.n_items} pairs, too few for the CI to mean much"
                 text += f"; difference {_ci(d)} ({verdict}; n={d.n_items})"
