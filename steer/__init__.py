@@ -45,6 +45,7 @@ _EXPORTS = {
     "open_run": "steer.sweep.rundir",
     "Run": "steer.sweep.rundir",
     "Manifest": "steer.sweep.rundir",
+    "list_runs": "steer.results.runs",
     # task types
     "register_task": "steer.tasks",
     "task_types": "steer.tasks",
@@ -66,6 +67,7 @@ __all__ = [  # the same names as _EXPORTS (tests/test_api.py checks)
     "emotion_vectors", "EmotionVectors", "Direction", "parse_expression",
     "Intervention", "steering", "capture", "generate", "Generation", "readout", "trace",
     "load_config", "ExperimentConfig", "plan_work", "Work", "run", "open_run", "Run", "Manifest",
+    "list_runs",
     "register_task", "task_types", "TaskSpec", "Context", "Sample", "Condition", "UNSTEERED",
     "Extra",
     "SteerError", "InputError", "ConfigError",
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
     from steer.lm.load import load_model
     from steer.lm.model import SteerModel
     from steer.lm.steering import Intervention, capture, steering
+    from steer.results.runs import list_runs
     from steer.sweep.config import ExperimentConfig, load_config
     from steer.sweep.run import Work, plan_work, run
     from steer.sweep.rundir import Manifest, Run, open_run

@@ -156,7 +156,8 @@ def test_extra_finds_a_planted_rise_and_its_difference_from_the_flat_twin():
     assert list(imp.hack) == [0.0, 0.0, 0.5, 0.5] and list(imp.hacked_by_now) == [0, 0, .5, .5]
     assert (hacks[hacks.arm == "solvable"].hack == 0).all()
     report = "\n".join(e.report)
-    assert "difference +1" in report and "the CI excludes 0: the impossible arm's slope is higher" in report
+    assert "difference +1" in report
+    assert "the CI excludes 0: the impossible arm's slope is higher" in report
     assert "too few" not in report
     assert "impossible: hack 0.50" in report and "solvable: hack 0.00" in report
     assert list(e.plots) == ["pl__struggle.png"]

@@ -221,6 +221,42 @@ def calibrate(config: Annotated[str, typer.Argument(metavar="CONFIG",
         typer.echo(str(folder))
 
 
+@app.command()
+def runs(folder: Annotated[str, typer.Argument(
+             metavar="FOLDER", help="Where the runs are (a config's output_dir).")] = "runs",
+         json_: Annotated[bool, typer.Option("--json", help="One JSON list of runs on stdout, "
+                                             "for scripts.")] = False):
+    """The run directories in FOLDER, newest first: name, model, status, cells done/failed,
+    wall time and the strongest effect called real.
+
+    Example: steer runs runs --json
+    """
+    table = steer.list_runs(folder)
+    if json_:
+        typer.echo(table.to_json(orient="records"))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    if table.empty:
+        typer.echo(f"no run directories in {folder}")
+        return
+    console = Console()  # stdout: the listing is the output
+    from rich import box
+
+    out = Table(title=f"runs in {folder}, newest first", box=box.SIMPLE_HEAD, pad_edge=False,
+                padding=(0, 1), collapse_padding=True)
+    for name in ("run", "model", "status", "cells", "wall"):  # whole, so they can be read
+        out.add_column(name, no_wrap=True)
+    out.add_column("strongest effect", ratio=1)
+    for r in table.itertuples(index=False):
+        cells = "" if r.cells is None or r.cells != r.cells else (
+            f"{int(r.done)}/{int(r.cells)}" + (f", {int(r.failed)} failed" if r.failed else ""))
+        wall = "" if r.wall_s is None or r.wall_s != r.wall_s else f"{r.wall_s:.0f} s"
+        out.add_row(r.name, str(r.model or ""), r.status, cells, wall, r.headline)
+    console.print(out)
+
+
 def _calibration_table(table):
     from rich.table import Table
 
