@@ -235,14 +235,12 @@ def runs(folder: Annotated[str, typer.Argument(
     if json_:
         typer.echo(table.to_json(orient="records"))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     if table.empty:
         typer.echo(f"no run directories in {folder}")
         return
-    console = Console()  # stdout: the listing is the output
     from rich import box
+    from rich.console import Console
+    from rich.table import Table
 
     out = Table(title=f"runs in {folder}, newest first", box=box.SIMPLE_HEAD, pad_edge=False,
                 padding=(0, 1), collapse_padding=True)
@@ -254,7 +252,7 @@ def runs(folder: Annotated[str, typer.Argument(
             f"{int(r.done)}/{int(r.cells)}" + (f", {int(r.failed)} failed" if r.failed else ""))
         wall = "" if r.wall_s is None or r.wall_s != r.wall_s else f"{r.wall_s:.0f} s"
         out.add_row(r.name, str(r.model or ""), r.status, cells, wall, r.headline)
-    console.print(out)
+    Console().print(out)  # stdout: the listing is the output
 
 
 def _calibration_table(table):

@@ -177,6 +177,18 @@ def _exp(x: float) -> float:
         return math.inf
 
 
+def _project(model, acts: torch.Tensor, keep: torch.Tensor, vectors, readout_layer: int,
+             emotions: Sequence[str]) -> list[dict[str, float]]:
+    """Each row's mean activation over its kept tokens (`masked_means`: outliers out, NaN on a
+    non-finite token) at `readout_layer`, projected on each emotion's unit vector, in units of
+    the layer's median norm."""
+    units = vectors.units(readout_layer, list(emotions)).to(model.device)
+    norms = model.resid_norms()
+    means = masked_means({0: acts}, keep, norms[[readout_layer]], 1)[:, 0]
+    proj = (means.to(model.device) @ units.T / float(norms[readout_layer])).cpu()
+    return [{e: float(proj[r, k]) for k, e in enumerate(emotions)} for r in range(len(proj))]
+
+
 def readout_prompts(model, rows: Sequence[GenRow], skip: Sequence[int], vectors,
                     readout_layer: int, emotions: Sequence[str], batch_size: int = 32,
                     progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
@@ -184,8 +196,6 @@ def readout_prompts(model, rows: Sequence[GenRow], skip: Sequence[int], vectors,
     interventions: the mean activation at `readout_layer` over the prompt's tokens after its
     first `skip[i]` tokens (e.g. past the system prompt), projected on each unit vector, in
     units of the layer's median norm."""
-    units = vectors.units(readout_layer, list(emotions)).to(model.device)
-    norms = model.resid_norms()
     results: list[dict[str, float] | None] = [None] * len(rows)
     for idx in length_batches([len(r.prompt) for r in rows], batch_size):
         ids, mask = model.encode([rows[i].prompt for i in idx])
@@ -194,10 +204,9 @@ def readout_prompts(model, rows: Sequence[GenRow], skip: Sequence[int], vectors,
                                          vectors) as rs, capture(model, [readout_layer]) as acts:
             rs.phase = "prompt"
             model.forward(ids, mask, logits_to_keep=1)
-        means = masked_means({0: acts[readout_layer]}, keep, norms[[readout_layer]], 1)[:, 0]
-        proj = (means.to(model.device) @ units.T / float(norms[readout_layer])).cpu()
-        for r, i in enumerate(idx):
-            results[i] = {e: float(proj[r, k]) for k, e in enumerate(emotions)}
+        for i, got in zip(idx, _project(model, acts[readout_layer], keep, vectors,
+                                         readout_layer, emotions)):
+            results[i] = got
         if progress:
             progress(len(idx))
     return results  # type: ignore[return-value]
@@ -210,16 +219,12 @@ def readout_tails(model, rows: Sequence[GenRow], gens: Sequence, n: int, vectors
     assistant header: the model's state as it starts to answer), taken from the generation's
     own prefill (`generate_rows(..., tail=(readout_layer, n))`) where it kept them; the other
     rows' prompts are read again under their interventions. Equal either way to rounding."""
-    units = vectors.units(readout_layer, list(emotions)).to(model.device)
-    norms = model.resid_norms()
     out: list[dict[str, float] | None] = [None] * len(rows)
     for i, g in enumerate(gens):
         if g.tail is not None:
             a = g.tail[None]
-            mean = masked_means({0: a}, torch.ones(a.shape[:2], dtype=torch.bool),
-                                norms[[readout_layer]], 1)[0, 0]
-            proj = (mean.to(model.device) @ units.T / float(norms[readout_layer])).cpu()
-            out[i] = {e: float(proj[k]) for k, e in enumerate(emotions)}
+            (out[i],) = _project(model, a, torch.ones(a.shape[:2], dtype=torch.bool), vectors,
+                                 readout_layer, emotions)
     again = [i for i, r in enumerate(out) if r is None]
     if again:
         got = readout_prompts(model, [rows[i] for i in again],
